@@ -1,0 +1,39 @@
+# rnnlab — set-up and common commands. `make train` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+# The CPU wheel on this machine's disk; GPU users: `make install TORCH=torch`.
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: install train eval test bench tensorboard clean
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+train: install
+	$(PY) src/train.py $(ARGS)
+
+eval: install
+	$(PY) src/eval.py $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+bench: install
+	$(PY) bench/run.py $(ARGS)
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
+
+clean:
+	rm -rf logs outputs data .pytest_cache
+	find multirun -mindepth 1 ! -name README.md -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,66 @@
+"""Recurrent encoders: one call convention for every cell kind and implementation.
+
+Every encoder follows torch.nn.RNN/GRU/LSTM with ``batch_first=True``::
+
+    out, state = encoder(x)            # x (N, T, D) -> out (N, T, dirs·H)
+    out, state = encoder(x, state0)
+
+``state`` is ``h_n`` of shape (L·dirs, N, H), or ``(h_n, c_n)`` for an LSTM, with torch.nn's layer and
+direction order. Implementations register a builder under a name (``builtin``, ``custom``) so the model
+config chooses one with ``model.impl=<name>``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from rnnlab.registry import Registry
+
+CELLS = ("vanilla", "gru", "lstm")
+
+EncoderBuilder = Callable[..., nn.Module]
+ENCODERS: Registry[EncoderBuilder] = Registry("model.impl")
+
+_BUILTIN_CLASSES = {"vanilla": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+@ENCODERS.register("builtin")
+def builtin_encoder(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+) -> nn.Module:
+    """torch.nn.RNN (tanh) / GRU / LSTM, batch-first; cuDNN kernels on a GPU."""
+    cls = _BUILTIN_CLASSES[check_cell(cell)]
+    return cls(
+        input_size,
+        hidden_size,
+        num_layers=num_layers,
+        dropout=dropout if num_layers > 1 else 0.0,  # torch warns on dropout with a single layer
+        bidirectional=bidirectional,
+        batch_first=True,
+    )
+
+
+def check_cell(cell: str) -> str:
+    if cell not in CELLS:
+        raise ValueError(f"model.cell={cell!r} is not allowed; allowed: {', '.join(sorted(CELLS))}")
+    return cell
+
+
+def build_encoder(impl: str, cell: str, **kwargs) -> nn.Module:
+    """Build the encoder ``impl`` (``builtin`` | ``custom``) for ``cell`` (``vanilla`` | ``gru`` | ``lstm``)."""
+    return ENCODERS.get(impl)(check_cell(cell), **kwargs)
+
+
+def top_layer_state(state: torch.Tensor | tuple[torch.Tensor, torch.Tensor], bidirectional: bool) -> torch.Tensor:
+    """Final hidden state of the top layer, both directions concatenated: (L·dirs, N, H) -> (N, dirs·H)."""
+    h_n = state[0] if isinstance(state, tuple) else state
+    dirs = 2 if bidirectional else 1
+    return torch.cat(list(h_n[-dirs:]), dim=-1)

@@ -1,0 +1,35 @@
+"""A small name -> object registry whose lookup errors name the bad value and the allowed ones."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to builders. ``key`` is the config key users set, used in error messages."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._items:
+                raise KeyError(f"{self.key}: {name!r} is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            raise ValueError(f"{self.key}={name!r} is not allowed; allowed: {', '.join(self.names())}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
