@@ -1,0 +1,198 @@
+"""LightningModules: a recurrent encoder, a readout over its outputs and a linear head.
+
+The task (from the datamodule) picks the module class: ``build_model(task, **model_cfg)``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from rnnlab.data import TaskSpec
+from rnnlab.encoders import build_encoder, top_layer_state
+from rnnlab.registry import Registry
+
+# ------------------------------------------------------------------------------------------- readouts
+
+
+class Readout(nn.Module):
+    """Turns encoder outputs (N, T, dirs·H) and final state into features (N, F) for the head."""
+
+    def __init__(self, bidirectional: bool):
+        super().__init__()
+        self.bidirectional = bidirectional
+
+    @staticmethod
+    def num_features(dirs_hidden: int, seq_len: int) -> int:
+        return dirs_hidden
+
+
+READOUTS: Registry[type[Readout]] = Registry("model.readout")
+
+
+@READOUTS.register("last")
+class LastState(Readout):
+    """The top layer's final hidden state; for a bidirectional encoder, both directions' final states."""
+
+    def forward(self, out: torch.Tensor, state) -> torch.Tensor:
+        return top_layer_state(state, self.bidirectional)
+
+
+@READOUTS.register("mean")
+class MeanOverTime(Readout):
+    """The encoder outputs averaged over time."""
+
+    def forward(self, out: torch.Tensor, state) -> torch.Tensor:
+        return out.mean(dim=1)
+
+
+@READOUTS.register("flatten")
+class FlattenTime(Readout):
+    """All time steps' outputs concatenated (the course lab's head): (N, T·dirs·H)."""
+
+    @staticmethod
+    def num_features(dirs_hidden: int, seq_len: int) -> int:
+        return seq_len * dirs_hidden
+
+    def forward(self, out: torch.Tensor, state) -> torch.Tensor:
+        return out.flatten(start_dim=1)
+
+
+# ------------------------------------------------------------------------------------------- modules
+
+
+class RecurrentModel(pl.LightningModule):
+    """Encoder + readout + linear head, optimiser and schedule from the config, resumable RNG state.
+
+    Subclasses define the loss and metrics of a task kind.
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        cell: str,
+        impl: str = "builtin",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        readout: str = "flatten",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., object] | None = None,
+    ):
+        super().__init__()
+        # The factories are config objects, not hyperparameters of the weights: keep them out of checkpoints.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "task"], logger=False)
+        self.hparams["task"] = vars(task).copy()
+        self.task = task
+        self.encoder = build_encoder(
+            impl,
+            cell,
+            input_size=task.input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            bidirectional=bidirectional,
+        )
+        readout_cls = READOUTS.get(readout)
+        self.readout = readout_cls(bidirectional)
+        dirs_hidden = hidden_size * (2 if bidirectional else 1)
+        self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
+        self.optimizer_factory = optimizer or torch.optim.Adam
+        self.scheduler_factory = scheduler
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, T, D) -> head outputs (N, output_size)."""
+        out, state = self.encoder(x)
+        return self.head(self.readout(out, state))
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # Lightning restores weights, optimiser, schedule and loops but not the RNG: dropout after a resume
+    # would then differ from an uninterrupted run.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        np.random.set_state(states["numpy"])
+        random.setstate(states["python"])
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class SequenceClassifier(RecurrentModel):
+    """Many-to-one classification with cross-entropy.
+
+    Logs train/loss, train/acc, val/loss, val/acc, val/acc_best, test/loss, test/acc.
+    """
+
+    summary_metrics = ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
+
+    def __init__(self, task: TaskSpec, **kwargs):
+        super().__init__(task, **kwargs)
+        num_classes = task.output_size
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # a resumed run must remember its best epoch
+
+    def _step(self, stage: str, batch, accuracy: MulticlassAccuracy) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        accuracy(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step("train", batch, self.train_acc)
+
+    def validation_step(self, batch, batch_idx):
+        self._step("val", batch, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # the sanity check's couple of batches is not an epoch
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        self._step("test", batch, self.test_acc)
+
+
+MODELS: Registry[type[RecurrentModel]] = Registry("task kind")
+MODELS.register("classification")(SequenceClassifier)
+
+
+def build_model(task: TaskSpec, **kwargs) -> RecurrentModel:
+    """The LightningModule for ``task.kind`` with the model config's arguments."""
+    return MODELS.get(task.kind)(task, **kwargs)

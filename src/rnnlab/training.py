@@ -1,0 +1,162 @@
+"""Fit, test and evaluate from a composed Hydra config (the work behind ``src/train.py`` and ``src/eval.py``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+
+from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
+from rnnlab.models import RecurrentModel
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Pin torch's intra-op threads: all cores this process may use unless told otherwise.
+
+    Parallel sweep trials pass a share of the cores so they do not oversubscribe the machine.
+    """
+    if num_threads is None:
+        num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def instantiate_all(section: DictConfig | None, **kwargs) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config section (callbacks, loggers); skip nulls."""
+    if not section:
+        return []
+    return [instantiate(conf, **kwargs) for conf in section.values() if conf is not None and "_target_" in conf]
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyperparameters for TensorBoard's HPARAMS tab: model, data, trainer budget, seed."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    container = {
+        "model": resolved["model"],
+        "data": resolved["data"],
+        "trainer": {k: resolved["trainer"].get(k) for k in ("max_epochs", "gradient_clip_val", "precision")},
+        "seed": resolved["seed"],
+    }
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key not in ("_target_", "_partial_", "data_dir"):
+                    visit(f"{prefix}/{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
+
+    visit("", container)
+    return flat
+
+
+def log_hparams(loggers: list[Logger], params: dict[str, Any], metric_names: tuple[str, ...]) -> None:
+    """Write the HPARAMS summary declaring ``metric_names``; TensorBoard fills them from the run's scalars.
+
+    Lightning's ``log_hyperparams(params, metrics)`` would also write the metric values as scalars at one
+    step, which would put a stray point on the real metric curves; only the summary is written here.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            experiment, session_start, session_end = hparams(params, {name: float("nan") for name in metric_names})
+            writer = logger.experiment._get_file_writer()
+            for summary in (experiment, session_start, session_end):
+                writer.add_summary(summary)
+            writer.flush()
+        else:
+            logger.log_hyperparams(params)
+
+
+def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
+
+
+def _global_step_of(ckpt_path: str) -> int:
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    return int(checkpoint.get("global_step", 0))
+
+
+def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
+    """Datamodule, model and trainer for a run config (nothing is trained)."""
+    datamodule = instantiate(cfg.data)
+    model: RecurrentModel = instantiate(cfg.model, task=datamodule.task)
+    logger_cfg = cfg.get("logger")
+    if cfg.get("ckpt_path") and logger_cfg:
+        # TensorBoard drops events at or after this step from the interrupted session: no duplicated steps.
+        logger_cfg = OmegaConf.merge(logger_cfg, {
+            key: {"purge_step": _global_step_of(cfg.ckpt_path)}
+            for key, conf in logger_cfg.items()
+            if conf is not None and conf._target_.endswith("TensorBoardLogger")
+        })
+    loggers = instantiate_all(logger_cfg)
+    callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, float]:
+    """Fit, then test with the best checkpoint. Returns every final metric (val/*, test/*) as floats."""
+    validate(cfg)
+    set_threads(cfg.get("threads"))
+    pl.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+    resuming = bool(cfg.get("ckpt_path"))
+
+    datamodule, model, trainer = build(cfg, extra_callbacks)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not resuming:
+        log_hparams(trainer.loggers, flat_hparams(cfg), model.summary_metrics)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    checkpoint = _checkpoint_callback(trainer)
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    for logger in trainer.loggers:
+        logger.finalize("success")
+
+    print(summary_line(cfg, model, metrics, run_dir))
+    return metrics
+
+
+def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, float], run_dir: Path) -> str:
+    shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.endswith("_best") or k.startswith("test/"))
+    name = f"{cfg.model.cell}-{cfg.model.impl}-h{cfg.model.hidden_size}"
+    return f"[rnnlab] {name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
+    """The value of ``cfg.optimized_metric`` for a sweeper; a clear error if the run did not log it."""
+    name = cfg.optimized_metric
+    if name not in metrics:
+        raise ConfigError(f"optimized_metric={name!r} was not logged; logged: {', '.join(sorted(metrics))}")
+    return metrics[name]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint with the config of the run that wrote it (``<run dir>/config.yaml``)."""
+    run_dir = run_dir_of_checkpoint(cfg.ckpt_path)
+    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG)
+    run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, cfg.get("trainer") or {})
+    run_cfg.logger, run_cfg.callbacks, run_cfg.ckpt_path = cfg.logger, None, None
+    run_cfg.paths.output_dir = cfg.paths.output_dir
+    set_threads(cfg.get("threads"))
+    datamodule, model, trainer = build(run_cfg)
+    trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    print("[rnnlab] eval " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f" ckpt={cfg.ckpt_path}")
+    return metrics

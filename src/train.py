@@ -1,0 +1,33 @@
+"""Train one model and return its optimised metric (for sweepers).
+
+    python src/train.py model=gru                       # conf/train.yaml composes the rest
+    python src/train.py ckpt_path=<run dir>/checkpoints/last.ckpt   # resume an interrupted run
+"""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("RNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+
+from rnnlab.config import register_resolvers, run_hydra_app  # noqa: E402  (light: no torch)
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from rnnlab.config import resume_config
+    from rnnlab.training import optimized_value, train
+
+    if cfg.ckpt_path:
+        cfg = resume_config(cfg.ckpt_path, HydraConfig.get().overrides.task)
+    return optimized_value(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    run_hydra_app(main)
