@@ -1,0 +1,70 @@
+"""The command line as users meet it: src/train.py and src/eval.py in a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, read_scalars, run_cli
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model=transformer", "model='transformer' is not allowed; allowed: gru, lstm, vanilla"),
+        ("data=cifar", "data='cifar' is not allowed; allowed: mnist1d"),
+        ("model.hidden_size=0", "model.hidden_size=0 is not allowed; must be > 0"),
+        ("model.hidden_size=-3", "model.hidden_size=-3 is not allowed; must be > 0"),
+        ("model.optimizer.lr=0", "model.optimizer.lr=0 is not allowed; must be > 0"),
+        ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1 is not allowed; must be > 0"),
+        ("model.readout=attention", "model.readout='attention' is not allowed; allowed: flatten, last, mean"),
+        ("model.impl=fast", "model.impl='fast' is not allowed; allowed: builtin, custom"),
+        ("ckpt_path=missing.ckpt", "ckpt_path='missing.ckpt' is not a file"),
+    ],
+)
+def test_bad_input_fails_early_with_one_line_and_writes_nothing(tmp_path, override, message):
+    result = run_cli("train.py", override, root=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+    assert list(tmp_path.iterdir()) == []  # no logs/, no data/, no run directory
+
+
+@pytest.mark.slow
+def test_train_resume_and_eval_from_the_command_line(tmp_path, data_dir):
+    # A constant learning rate, so the finished run can be extended by an epoch.
+    args = [*TINY, "model=gru", "~model/scheduler", "trainer.max_epochs=2", f"paths.data_dir={data_dir}"]
+    first = run_cli("train.py", *args, root=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "logs" / "mnist1d" / "gru-builtin-h8" / "seed42" / "version_0"
+    assert "[rnnlab] gru-builtin-h8" in first.stdout and str(run_dir) in first.stdout
+    assert {"val/acc", "test/acc"} <= set(read_scalars(run_dir))
+
+    second = run_cli("train.py", *args, root=tmp_path)  # same settings: a new version, nothing overwritten
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (run_dir.parent / "version_1" / "config.yaml").is_file()
+
+    # Resume a finished 2-epoch run to 3 epochs, in its own directory.
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    refused = run_cli("train.py", f"ckpt_path={ckpt}", "model=lstm", root=tmp_path)
+    assert refused.returncode != 0 and "cannot change on resume" in refused.stderr
+    resumed = run_cli("train.py", f"ckpt_path={ckpt}", "trainer.max_epochs=3", root=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    val_steps = [step for step, _ in read_scalars(run_dir)["val/acc"]]
+    assert len(val_steps) == 3 == len(set(val_steps))  # epochs 0, 1 and the resumed epoch 2
+    assert not (run_dir.parent / "version_2").exists()
+
+    evaluated = run_cli("eval.py", f"ckpt_path={ckpt}", root=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "[rnnlab] eval test/acc=" in evaluated.stdout
+    assert (run_dir / "eval" / "version_0").is_dir()
+
+
+def test_unknown_checkpoint_location_is_explained(tmp_path):
+    stray = tmp_path / "stray.ckpt"
+    stray.write_bytes(b"")
+    result = run_cli("eval.py", f"ckpt_path={stray}", root=tmp_path)
+    assert result.returncode != 0
+    assert "is not inside a run directory" in result.stderr.strip().splitlines()[-1]
+    assert not Path(tmp_path / "logs").exists()
