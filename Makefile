@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train eval test bench tensorboard clean
+.PHONY: install train eval generate test bench tensorboard clean
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ train: install
 
 eval: install
 	$(PY) src/eval.py $(ARGS)
+
+generate: install
+	$(PY) src/generate.py $(ARGS)
 
 test: install
 	$(PY) -m pytest $(ARGS)

@@ -13,7 +13,7 @@ from conftest import TINY, read_scalars, run_cli
     "override, message",
     [
         ("model=transformer", "model='transformer' is not allowed; allowed: gru, lstm, vanilla"),
-        ("data=cifar", "data='cifar' is not allowed; allowed: mnist1d"),
+        ("data=cifar", "data='cifar' is not allowed; allowed: adding, adding_dynamic, mnist1d, sine"),
         ("model.hidden_size=0", "model.hidden_size=0 is not allowed; must be > 0"),
         ("model.hidden_size=-3", "model.hidden_size=-3 is not allowed; must be > 0"),
         ("model.optimizer.lr=0", "model.optimizer.lr=0 is not allowed; must be > 0"),

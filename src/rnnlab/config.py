@@ -47,13 +47,14 @@ def _run_dir(ckpt_path: str | None, runs_dir: str) -> str:
     return str(run_dir_of_checkpoint(ckpt_path) if ckpt_path else next_version(runs_dir))
 
 
-def _eval_dir(ckpt_path: str) -> str:
-    return str(next_version(run_dir_of_checkpoint(ckpt_path) / "eval"))
+def _beside_run(ckpt_path: str, kind: str) -> str:
+    """``<run dir>/<kind>/version_<n>``: where eval and generation outputs of a checkpoint go."""
+    return str(next_version(run_dir_of_checkpoint(ckpt_path) / kind))
 
 
 def register_resolvers() -> None:
     """Resolvers used by conf/hydra (cached: Hydra may read the run dir more than once)."""
-    for name, resolver in (("run_dir", _run_dir), ("eval_dir", _eval_dir)):
+    for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
 

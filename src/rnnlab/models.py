@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric, MeanSquaredError, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from rnnlab.data import TaskSpec
@@ -103,16 +103,26 @@ class RecurrentModel(pl.LightningModule):
             bidirectional=bidirectional,
         )
         readout_cls = READOUTS.get(readout)
-        self.readout = readout_cls(bidirectional)
         dirs_hidden = hidden_size * (2 if bidirectional else 1)
-        self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
+        if task.per_step:  # many-to-many: the head reads every step's output, no readout
+            self.readout = None
+            self.head = nn.Linear(dirs_hidden, task.output_size)
+        else:
+            self.readout = readout_cls(bidirectional)
+            self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, T, D) -> head outputs (N, output_size)."""
-        out, state = self.encoder(x)
-        return self.head(self.readout(out, state))
+        """x (N, T, D) -> head outputs: (N, T, O) for a per-step task, else (N, O)."""
+        return self.predict_with_state(x)[0]
+
+    def predict_with_state(self, x: torch.Tensor, state=None):
+        """Like ``forward`` from an initial encoder state (torch.nn layout); also returns the final state."""
+        out, state = self.encoder(x, state)
+        if self.readout is None:
+            return self.head(out), state
+        return self.head(self.readout(out, state)), state
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
@@ -189,8 +199,90 @@ class SequenceClassifier(RecurrentModel):
         self._step("test", batch, self.test_acc)
 
 
+def _detached(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+class SequenceRegressor(RecurrentModel):
+    """Regression with MSE, many-to-one (y (N, O)) or many-to-many (y (N, T, O)).
+
+    Logs train/loss, val/loss, val/mse, val/mse_ratio (MSE over the trivial predictor's), val/mse_best,
+    test/*; with a task tolerance also */within_tol (share of targets predicted within it). For a
+    stateful task the final hidden state of each batch, detached, starts the next one (truncated BPTT).
+    """
+
+    summary_metrics = ("val/mse_best", "val/mse", "val/mse_ratio", "test/mse", "test/mse_ratio")
+
+    def __init__(self, task: TaskSpec, **kwargs):
+        super().__init__(task, **kwargs)
+        if not task.trivial_mse:
+            raise ValueError(f"regression task {task} needs a positive trivial_mse")
+        self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
+        self.val_mse_best = MinMetric()
+        self.val_mse_best.persistent(True)
+        if task.tolerance is not None:
+            self.val_within, self.test_within = MeanMetric(), MeanMetric()
+            self.summary_metrics = self.summary_metrics + ("val/within_tol", "test/within_tol")
+        self._carried_state: dict[str, object] = {}  # stage -> state, for stateful tasks only
+
+    def _predict(self, stage: str, x: torch.Tensor) -> torch.Tensor:
+        if not self.task.stateful:
+            return self(x)
+        prediction, state = self.predict_with_state(x, self._carried_state.get(stage))
+        self._carried_state[stage] = _detached(state)
+        return prediction
+
+    def _reset_state(self, stage: str) -> None:
+        self._carried_state.pop(stage, None)
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_state("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_state("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_state("test")
+
+    def _step(self, stage: str, batch) -> torch.Tensor:
+        x, y = batch
+        prediction = self._predict(stage, x)
+        loss = F.mse_loss(prediction, y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y))
+        if stage != "train":
+            mse = getattr(self, f"{stage}_mse")
+            mse(prediction, y)
+            self.log(f"{stage}/mse", mse, on_epoch=True, prog_bar=stage == "val")
+            if self.task.tolerance is not None:
+                within = getattr(self, f"{stage}_within")
+                within(((prediction - y).abs() <= self.task.tolerance).float())
+                self.log(f"{stage}/within_tol", within, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step("train", batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._step("test", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        mse = self.val_mse.compute()
+        self.val_mse_best(mse)
+        self.log("val/mse_ratio", mse / self.task.trivial_mse)
+        self.log("val/mse_best", self.val_mse_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/mse_ratio", self.test_mse.compute() / self.task.trivial_mse)
+
+
 MODELS: Registry[type[RecurrentModel]] = Registry("task kind")
 MODELS.register("classification")(SequenceClassifier)
+MODELS.register("regression")(SequenceRegressor)
 
 
 def build_model(task: TaskSpec, **kwargs) -> RecurrentModel:

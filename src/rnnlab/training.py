@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
 from rnnlab.models import RecurrentModel
+from rnnlab.sweep import trial_callbacks
 
 
 def set_threads(num_threads: int | None) -> int:
@@ -112,7 +113,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     run_dir = Path(cfg.paths.output_dir)
     resuming = bool(cfg.get("ckpt_path"))
 
-    datamodule, model, trainer = build(cfg, extra_callbacks)
+    # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
+    datamodule, model, trainer = build(cfg, [*extra_callbacks, *trial_callbacks(cfg)])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if not resuming:
@@ -147,16 +149,51 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
     return metrics[name]
 
 
+def load_run(ckpt_path: str, output_dir: str, trainer_overrides: DictConfig | None = None, logger=None):
+    """Datamodule, trained model and trainer of the run that wrote ``ckpt_path`` (its ``config.yaml``)."""
+    run_cfg = OmegaConf.load(run_dir_of_checkpoint(ckpt_path) / RUN_CONFIG)
+    run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, trainer_overrides or {})
+    run_cfg.logger, run_cfg.callbacks, run_cfg.ckpt_path = logger, None, None
+    run_cfg.paths.output_dir = output_dir
+    datamodule, model, trainer = build(run_cfg)
+    return datamodule, model, trainer
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint with the config of the run that wrote it (``<run dir>/config.yaml``)."""
-    run_dir = run_dir_of_checkpoint(cfg.ckpt_path)
-    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG)
-    run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, cfg.get("trainer") or {})
-    run_cfg.logger, run_cfg.callbacks, run_cfg.ckpt_path = cfg.logger, None, None
-    run_cfg.paths.output_dir = cfg.paths.output_dir
     set_threads(cfg.get("threads"))
-    datamodule, model, trainer = build(run_cfg)
+    datamodule, model, trainer = load_run(cfg.ckpt_path, cfg.paths.output_dir, cfg.get("trainer"), cfg.logger)
     trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     print("[rnnlab] eval " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f" ckpt={cfg.ckpt_path}")
     return metrics
+
+
+def generate_from_checkpoint(cfg: DictConfig) -> float:
+    """Generate ``cfg.steps`` steps after the first ``cfg.seed_len`` points of a split's series.
+
+    Writes generation.png and generation.npz (seed, generated, true) to the output dir; returns the MSE
+    of the generated continuation against the true one.
+    """
+    import numpy as np
+
+    from rnnlab.figures import series_figure
+    from rnnlab.generation import check_generative, generate
+
+    set_threads(cfg.get("threads"))
+    datamodule, model, _ = load_run(cfg.ckpt_path, cfg.paths.output_dir)
+    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    check_generative(model)
+    seed, truth = datamodule.continuation(cfg.split, cfg.seed_len, cfg.steps)
+    generated = generate(model, seed, cfg.steps)
+    mse = float(((generated - truth) ** 2).mean())
+
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "generation.npz", seed=seed.numpy(), generated=generated.numpy(), true=truth.numpy())
+    figure = series_figure(f"{cfg.steps} steps generated after {cfg.seed_len} seed steps ({cfg.split})",
+                           true=torch.cat([seed, truth], 1), generated=torch.cat([seed, generated], 1))
+    figure.savefig(out / "generation.png", dpi=120)
+    print(f"[rnnlab] generate steps={cfg.steps} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
+    return mse
