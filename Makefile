@@ -6,8 +6,11 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# Sweep storage (any Optuna RDB URL); empty = the sweeper's default, multirun/optuna.db.
+STORAGE ?=
+PORT    ?= 8080
 
-.PHONY: install train eval generate test bench tensorboard clean
+.PHONY: install train eval generate test bench tensorboard sweep dashboard clean
 
 install: $(STAMP)
 
@@ -32,6 +35,14 @@ test: install
 
 bench: install
 	$(PY) bench/run.py $(ARGS)
+
+# Optuna sweep (conf/hparams_search/optuna.yaml); rerun the same command to continue the study.
+sweep: install
+	$(PY) src/train.py -m hparams_search=optuna $(if $(STORAGE),"hydra.sweeper.storage='$(STORAGE)'") $(ARGS)
+
+# optuna-dashboard on the sweep storage, on localhost only.
+dashboard: install
+	$(VENV)/bin/optuna-dashboard "$(or $(STORAGE),sqlite:///multirun/optuna.db)" --host 127.0.0.1 --port $(PORT)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)

@@ -1,0 +1,70 @@
+"""Config schema of the ``rnnlab_optuna`` sweeper and its ``sampler`` / ``pruner`` groups.
+
+Registered in Hydra's ConfigStore when Hydra scans the ``hydra_plugins`` namespace, so
+``hydra/sweeper=rnnlab_optuna``, ``hydra/sweeper/pruner=hyperband`` and ``hydra/sweeper/sampler=random`` work
+from any command line. Samplers and pruners are plain ``_target_`` nodes: any Optuna sampler or pruner
+can be given the same way.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+SWEEPER_NAME = "rnnlab_optuna"
+
+
+@dataclass
+class RnnlabOptunaSweeperConf:
+    _target_: str = "hydra_plugins.rnnlab_sweeper.optuna_sweeper.RnnlabOptunaSweeper"
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}, "_self_"])
+    # Any Optuna RDB URL; a SQLite file's folder is created when missing.
+    storage: str = "sqlite:///${paths.root_dir}/multirun/optuna.db"
+    # <data>-<cell>. Not ${task_name}: Hydra builds the sweeper before ${hydra:...} can resolve.
+    study_name: str = "${hydra.runtime.choices.data}-${model.cell}"
+    # max | min, as optimized_mode.
+    direction: str = "${optimized_mode}"
+    # The study's total number of trials (any state, counting every process that works on it):
+    # a rerun or a second worker continues until the study holds this many.
+    n_trials: int = 20
+    # Stop launching (and end with an error) once more than this fraction of this run's trials failed.
+    max_failure_rate: float = 1.0
+    # The sweeper records a heartbeat for each running trial; a trial whose heartbeat is older than
+    # grace_period (its sweep was killed) is marked FAIL by the next sweep on the study.
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    # Rows of the table of best trials printed at the end.
+    top_k: int = 5
+    sampler: Any = None
+    pruner: Any = None
+    # key: search space, e.g. model.hidden_size: tag(log, int(interval(8, 256)))
+    params: Dict[str, str] = field(default_factory=dict)
+    # Known settings to try before sampling, once per study: [{model.hidden_size: 64, model.optimizer.lr: 0.005}]
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+
+
+SAMPLERS: Dict[str, Dict[str, Any]] = {
+    "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 5},
+    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
+    # Every combination of choice()/range() params once, in random order (small grids, designed tests).
+    "brute_force": {"_target_": "optuna.samplers.BruteForceSampler", "seed": None},
+}
+
+# Steps are validation epochs (the job reports the optimised metric once per validation epoch).
+PRUNERS: Dict[str, Optional[Dict[str, Any]]] = {
+    "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 4, "n_warmup_steps": 2},
+    "hyperband": {
+        "_target_": "optuna.pruners.HyperbandPruner",
+        "min_resource": 1,
+        "max_resource": "${trainer.max_epochs}",
+        "reduction_factor": 3,
+    },
+    "none": {"_target_": "optuna.pruners.NopPruner"},
+}
+
+_store = ConfigStore.instance()
+_store.store(group="hydra/sweeper", name=SWEEPER_NAME, node=RnnlabOptunaSweeperConf, provider="rnnlab")
+for _name, _node in SAMPLERS.items():
+    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="rnnlab")
+for _name, _node in PRUNERS.items():
+    _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="rnnlab")

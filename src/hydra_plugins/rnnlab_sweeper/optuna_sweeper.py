@@ -1,0 +1,322 @@
+"""A Hydra sweeper on current Optuna: ask/tell on an RDB storage, pruning, failure tolerance, resume.
+
+Each trial is asked from the stored study, launched as a Hydra job with its sampled overrides plus
+``++optuna_trial.{storage,study_name,number}`` (so the job can report to it and be pruned), and told
+COMPLETE, PRUNED (the job raised ``optuna.TrialPruned``) or FAIL (it raised, or returned NaN/inf).
+While trials run the sweeper records their heartbeats; a later sweep marks the RUNNING trials of a
+killed sweep FAIL once their heartbeat is older than ``grace_period``. Optuna is imported lazily: Hydra
+imports this module on every run, sweep or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = {"max": "maximize", "min": "minimize"}
+SEARCH_TAGS = {"log"}
+TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial
+# Command-line groups that only configure the sweep; a best-trial rerun leaves them out.
+SWEEP_ONLY_KEYS = ("hparams_search",)
+
+
+class SweepFailedError(RuntimeError):
+    """Too many (or all) of a sweep's trials failed; the message names the first error."""
+
+
+class SearchSpaceError(ValueError):
+    """A ``hydra.sweeper.params`` entry that cannot become an Optuna distribution."""
+
+
+def distribution_of(override: Override):
+    """The Optuna distribution for one sweep override (choice / range / interval, ``tag(log, ...)``)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    key, sweep = override.get_key_element(), override.value()
+    unknown_tags = set(getattr(sweep, "tags", ())) - SEARCH_TAGS
+    if unknown_tags:
+        raise SearchSpaceError(f"{key}: tag {sorted(unknown_tags)} is not allowed; allowed: {sorted(SEARCH_TAGS)}")
+    log_scale = "log" in getattr(sweep, "tags", ())
+    if isinstance(sweep, ChoiceSweep):
+        if log_scale:
+            raise SearchSpaceError(f"{key}: tag(log, ...) needs interval(...), not choice(...)")
+        for choice in sweep.list:
+            if not isinstance(choice, (str, int, float, bool)):
+                raise SearchSpaceError(f"{key}: choice {choice!r} is not allowed; choices must be str, int, float or bool")
+        return CategoricalDistribution(list(sweep.list))
+    if isinstance(sweep, RangeSweep):
+        if log_scale:
+            raise SearchSpaceError(f"{key}: tag(log, ...) needs interval(...), not range(...)")
+        values = list(sweep.range())
+        if not values:
+            raise SearchSpaceError(f"{key}: range({sweep.start}, {sweep.stop}, {sweep.step}) is empty")
+        if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
+            return IntDistribution(values[0], values[-1], step=int(sweep.step))
+        return FloatDistribution(float(values[0]), float(values[-1]), step=float(sweep.step))
+    if isinstance(sweep, IntervalSweep):
+        if isinstance(sweep.start, int) and isinstance(sweep.end, int):
+            return IntDistribution(sweep.start, sweep.end, log=log_scale)
+        return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
+    raise SearchSpaceError(
+        f"{key}={override.get_value_element_as_str()} is not a search space; allowed: choice(...), range(...), "
+        "interval(a, b), int(interval(a, b)), tag(log, interval(a, b))"
+    )
+
+
+class _Heartbeats:
+    """Records a heartbeat for every trial this sweep is running, every ``interval`` seconds."""
+
+    def __init__(self, storage: Any, interval: int) -> None:
+        self.storage, self.interval = storage, interval
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="optuna-heartbeats", daemon=True)
+        self.thread.start()
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)  # at once: a trial without any heartbeat never goes stale
+        with self.lock:
+            self.trial_ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                running = list(self.trial_ids)
+            for trial_id in running:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as error:  # a busy database must not kill the sweep; the next beat retries
+                    log.warning(f"heartbeat of trial id {trial_id} not recorded: {error}")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class RnnlabOptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        storage: str,
+        study_name: str,
+        direction: str,
+        n_trials: int,
+        max_failure_rate: float,
+        heartbeat_interval: int,
+        grace_period: int,
+        top_k: int,
+        sampler: Any,
+        pruner: Any,
+        params: Optional[Dict[str, str]],
+        enqueue: Optional[List[Dict[str, Any]]] = None,
+    ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"hydra.sweeper.direction={direction!r} is not allowed; allowed: {', '.join(DIRECTIONS)}")
+        if n_trials < 1:
+            raise ValueError(f"hydra.sweeper.n_trials={n_trials!r} is not allowed; must be >= 1")
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is not allowed; must be in [0, 1]")
+        if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
+            raise ValueError(
+                f"hydra.sweeper.heartbeat_interval={heartbeat_interval!r}, grace_period={grace_period!r} are not "
+                "allowed; need heartbeat_interval >= 1 and grace_period > heartbeat_interval"
+            )
+        self.storage_url, self.study_name, self.direction = storage, study_name, DIRECTIONS[direction]
+        self.n_trials, self.max_failure_rate, self.top_k = n_trials, max_failure_rate, top_k
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.sampler, self.pruner = sampler, pruner
+        self.params = dict(params or {})
+        self.enqueue = [dict(entry) for entry in enqueue or ()]
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.core.plugins import Plugins
+
+        HydraConfig.instance().set_config(config)  # so ${hydra:...} in hydra.sweep.dir resolves here too
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    # --------------------------------------------------------------------------------- search space
+
+    def _search_space(self, arguments: List[str]) -> tuple[dict, list[str]]:
+        """(distributions by key, fixed overrides): ``params`` first, command-line arguments win."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        merged: dict[str, Override] = {}
+        for override in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments)):
+            merged[override.get_key_element()] = override
+        distributions, fixed = {}, []
+        for key, override in merged.items():
+            if override.is_sweep_override():
+                distributions[key] = distribution_of(override)
+            else:
+                fixed.append(override.input_line)
+        return distributions, fixed
+
+    def _parallel_jobs(self) -> int:
+        """How many jobs the launcher runs at once (joblib's n_jobs; 1 for the basic launcher)."""
+        from rnnlab.sweep import cpu_share
+
+        n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
+        return cpu_share(1) if n_jobs < 0 else n_jobs  # joblib: -1 = one job per core
+
+    # --------------------------------------------------------------------------------- sweep
+
+    def sweep(self, arguments: List[str]) -> Any:
+        import optuna
+
+        from rnnlab.sweep import cpu_share, open_storage, top_trials_table, write_best
+
+        distributions, fixed = self._search_space(arguments)
+        if not distributions:
+            raise SearchSpaceError("nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))")
+        parallel = self._parallel_jobs()
+        per_job = list(fixed)
+        if self.config.get("threads") is None and not any(o.split("=")[0].lstrip("+~") == "threads" for o in fixed):
+            per_job.append(f"threads={cpu_share(parallel)}")
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        storage = open_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
+        study = optuna.create_study(
+            storage=storage, study_name=self.study_name, direction=self.direction,
+            sampler=self.sampler, pruner=self.pruner, load_if_exists=True,
+        )
+        for entry in self.enqueue:
+            unknown = sorted(set(entry) - set(distributions))
+            if unknown:
+                raise SearchSpaceError(f"hydra.sweeper.enqueue: {unknown} not swept; swept: {sorted(distributions)}")
+            study.enqueue_trial(entry, skip_if_exists=True)
+        STARTED = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
+        log.info(f"Study {self.study_name!r} on {_safe_url(self.storage_url)}: "
+                 f"{len(study.get_trials(deepcopy=False, states=STARTED))} trials so far, "
+                 f"up to {self.n_trials} in all; sweep dir {sweep_dir}")
+        heartbeats = _Heartbeats(storage, self.heartbeat_interval)
+        outcomes: list[tuple[int, str, Optional[str]]] = []  # (trial number, state, error) of this run
+        try:
+            while True:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+                remaining = self.n_trials - len(study.get_trials(deepcopy=False, states=STARTED))
+                if remaining <= 0 or self._too_many_failures(outcomes):
+                    break
+                with warnings.catch_warnings():
+                    # Optuna warns that heartbeats are meant for optimize(); _Heartbeats does that job here.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trials = [study.ask(distributions) for _ in range(min(parallel, remaining))]
+                outcomes += self._run_batch(study, trials, per_job, sweep_dir, heartbeats)
+        finally:
+            heartbeats.close()
+
+        print(top_trials_table(study, self.top_k))
+        base = [o for o in fixed if o.split("=")[0].lstrip("+~") not in SWEEP_ONLY_KEYS]
+        best_path = write_best(study, sweep_dir, base, self.config.get("optimized_metric", "objective"))
+        if best_path:
+            print(f"best trial written to {best_path}")
+        self._raise_on_failures(outcomes)
+        return outcomes
+
+    def _run_batch(self, study, trials, per_job: list[str], sweep_dir: Path, heartbeats: _Heartbeats):
+        from rnnlab.sweep import override_value
+
+        batch = []
+        for trial in trials:
+            heartbeats.add(trial._trial_id)
+            run_dir = sweep_dir / f"trial_{trial.number}"
+            trial.set_user_attr("run_dir", str(run_dir))
+            batch.append([
+                *per_job,
+                *(f"{key}={override_value(value)}" for key, value in trial.params.items()),
+                f"++{TRIAL_KEY}.storage={_quoted(self.storage_url)}",
+                f"++{TRIAL_KEY}.study_name={_quoted(self.study_name)}",
+                f"++{TRIAL_KEY}.number={trial.number}",
+                f"hydra.sweep.dir={_quoted(str(sweep_dir))}",
+                f"hydra.sweep.subdir={run_dir.name}",
+            ])
+        try:
+            self.validate_batch_is_legal(batch)
+            returns: Sequence[Any] = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+        except Exception as error:  # composition or launcher failure: the whole batch failed, the sweep goes on
+            returns = [error] * len(trials)
+        outcomes = [self._tell(study, trial, result) for trial, result in zip(trials, returns)]
+        for trial in trials:
+            heartbeats.discard(trial._trial_id)
+        return outcomes
+
+    def _tell(self, study, trial, result: Any) -> tuple[int, str, Optional[str]]:
+        import optuna
+
+        from rnnlab.sweep import failure_reason, non_finite_reason
+
+        TrialState = optuna.trial.TrialState
+        if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
+            reason = non_finite_reason(result.return_value)
+            if reason is None:
+                study.tell(trial, float(result.return_value), skip_if_finished=True)
+                log.info(f"trial {trial.number} COMPLETE: {float(result.return_value):.4f} {trial.params}")
+                return trial.number, TrialState.COMPLETE.name, None
+        else:
+            error = result._return_value if isinstance(result, JobReturn) else result
+            if isinstance(error, optuna.TrialPruned):
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                log.info(f"trial {trial.number} PRUNED: {error} {trial.params}")
+                return trial.number, TrialState.PRUNED.name, None
+            reason = failure_reason(error) if isinstance(error, BaseException) else f"job status {result.status}"
+        trial.set_user_attr("error", reason)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        traceback = result._return_value if isinstance(result, JobReturn) else result
+        log.warning(f"trial {trial.number} FAIL: {reason} {trial.params}",
+                    exc_info=traceback if isinstance(traceback, BaseException) else None)
+        return trial.number, TrialState.FAIL.name, reason
+
+    def _too_many_failures(self, outcomes) -> bool:
+        failed = sum(state == "FAIL" for _, state, _ in outcomes)
+        return bool(outcomes) and failed / len(outcomes) > self.max_failure_rate
+
+    def _raise_on_failures(self, outcomes) -> None:
+        failures = [(number, reason) for number, state, reason in outcomes if state == "FAIL"]
+        if not failures:
+            return
+        number, reason = failures[0]
+        if len(failures) == len(outcomes):
+            raise SweepFailedError(f"all {len(outcomes)} trials of this sweep failed; first error (trial {number}): {reason}")
+        if self._too_many_failures(outcomes):
+            raise SweepFailedError(
+                f"{len(failures)} of {len(outcomes)} trials failed, more than hydra.sweeper.max_failure_rate="
+                f"{self.max_failure_rate}; first error (trial {number}): {reason}"
+            )
+
+
+def _quoted(value: str) -> str:
+    """A Hydra override value that keeps URLs and paths (``:``, ``/``, ``@``, ``?``) verbatim."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _safe_url(url: str) -> str:
+    """The storage URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

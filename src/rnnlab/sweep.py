@@ -1,0 +1,176 @@
+"""Optuna sweep helpers shared by the sweeper (``hydra_plugins.rnnlab_sweeper``) and the trial jobs.
+
+A trial job learns its trial from ``optuna_trial.{storage,study_name,number}`` (set by the sweeper),
+reattaches to it, reports the optimised metric every validation epoch and raises ``optuna.TrialPruned``
+when the pruner says so. The sweeper records the outcome; jobs never finish trials themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.config import ConfigError
+
+if TYPE_CHECKING:
+    import optuna
+
+BEST_FILE = "best.yaml"  # written in the sweep directory after every sweep
+SQLITE_LOCK_TIMEOUT_S = 60  # concurrent sweeps on one SQLite file wait for each other's writes
+
+
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
+    """An Optuna RDB storage for ``url``; a SQLite file's folder is created and writers wait for locks."""
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    engine_kwargs: dict[str, Any] = {}
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+        )
+
+
+def cpu_share(n_parallel_jobs: int) -> int:
+    """torch threads for one of ``n_parallel_jobs`` trials running at once on this machine (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, n_parallel_jobs))
+
+
+# ------------------------------------------------------------------------------------------- job side
+
+
+def attach_trial(storage_url: str, study_name: str, number: int) -> "optuna.trial.Trial":
+    """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job."""
+    import optuna
+
+    storage = open_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+    return optuna.trial.Trial(study, trial_id)
+
+
+class OptunaPruning(pl.Callback):
+    """Report ``monitor`` to the trial after every validation epoch; raise ``TrialPruned`` when told to.
+
+    A NaN value is reported as such: Optuna's pruners prune a trial whose intermediate value is NaN.
+    """
+
+    def __init__(self, trial: "optuna.trial.Trial", monitor: str) -> None:
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import optuna
+
+        if trainer.sanity_checking:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            logged = ", ".join(sorted(trainer.callback_metrics))
+            raise ConfigError(f"optimized_metric={self.monitor!r} was not logged; logged: {logged}")
+        value = float(trainer.callback_metrics[self.monitor])
+        epoch = trainer.current_epoch
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.monitor}={value:.4g}")
+
+
+def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The pruning callback when this run is a sweep trial (``optuna_trial.number`` set), else nothing."""
+    spec = cfg.get("optuna_trial")
+    if not spec or spec.get("number") is None:
+        return []
+    trial = attach_trial(spec.storage, spec.study_name, int(spec.number))
+    return [OptunaPruning(trial, cfg.optimized_metric)]
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line for the logs and the trial's ``error`` attribute."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def non_finite_reason(value: Any) -> str | None:
+    """Why a job's return value cannot be an objective value, or None when it can."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return f"the job returned {value!r}, not a number"
+    return None if math.isfinite(number) else f"the job returned {number} for the optimised metric"
+
+
+def ranked_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
+    """Completed trials, best first."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(done, key=lambda t: t.value, reverse=maximize)
+
+
+def top_trials_table(study: "optuna.Study", top_k: int) -> str:
+    """A plain-text table of the ``top_k`` best trials and the count of trials per state."""
+    ranked = ranked_trials(study)[:top_k]
+    param_names = sorted({name for trial in ranked for name in trial.params})
+    header = ["trial", "value", *param_names]
+    rows = [[str(t.number), f"{t.value:.4f}", *(_short(t.params.get(n)) for n in param_names)] for t in ranked]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    states = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+    return "\n".join([f"study {study.study_name!r}: {states}; top {len(ranked)} by {study.direction.name.lower()}:", *lines])
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def override_value(value: Any) -> str:
+    """A sampled value as it is written on a Hydra command line."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def write_best(study: "optuna.Study", sweep_dir: Path, base_overrides: Iterable[str], metric: str) -> Path | None:
+    """``<sweep dir>/best.yaml``: the best trial's value, params, run dir, and the overrides to train it again.
+
+    ``overrides`` are the sweep's own fixed overrides plus the best params, without the sweep's epoch budget:
+    ``python src/train.py $(python -c "import yaml;print(*yaml.safe_load(open('best.yaml'))['overrides'])")``
+    """
+    ranked = ranked_trials(study)
+    if not ranked:
+        return None
+    best = ranked[0]
+    params = {name: best.params[name] for name in sorted(best.params)}
+    overrides = [*base_overrides, *(f"{name}={override_value(value)}" for name, value in params.items())]
+    content = {
+        "study_name": study.study_name,
+        "metric": metric,
+        "direction": study.direction.name.lower(),
+        "trial": best.number,
+        "value": best.value,
+        "params": params,
+        "run_dir": best.user_attrs.get("run_dir"),
+        "overrides": overrides,
+        "command": "python src/train.py " + " ".join(overrides),
+    }
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / BEST_FILE
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(content)))
+    return path
