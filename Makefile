@@ -44,6 +44,10 @@ sweep: install
 dashboard: install
 	$(VENV)/bin/optuna-dashboard "$(or $(STORAGE),sqlite:///multirun/optuna.db)" --host 127.0.0.1 --port $(PORT)
 
+# The README's task results table (several minutes).
+task-results: install
+	$(PY) bench/tasks.py $(ARGS)
+
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
 
