@@ -3,17 +3,12 @@
     python src/eval.py ckpt_path=<run dir>/checkpoints/best-epoch012.ckpt
 """
 
-import os
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-os.environ.setdefault("RNNLAB_ROOT", str(Path(__file__).resolve().parents[1]))
+from rnnlab.config import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
 
-from rnnlab.config import register_resolvers, run_hydra_app  # noqa: E402  (light: no torch)
-
-register_resolvers()
+prepare_entry_point()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -52,6 +52,13 @@ def _beside_run(ckpt_path: str, kind: str) -> str:
     return str(next_version(run_dir_of_checkpoint(ckpt_path) / kind))
 
 
+def prepare_entry_point() -> None:
+    """What every ``src/*.py`` entry point does before Hydra composes: the repository root for
+    ``paths.root_dir`` (unless RNNLAB_ROOT is set) and the resolvers ``conf/`` uses."""
+    os.environ.setdefault("RNNLAB_ROOT", str(Path(__file__).resolve().parents[2]))
+    register_resolvers()
+
+
 def register_resolvers() -> None:
     """Resolvers used by conf/hydra (cached: Hydra may read the run dir more than once)."""
     for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run)):
