@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -52,12 +53,15 @@ def cpu_share(n_parallel_jobs: int) -> int:
 # ------------------------------------------------------------------------------------------- job side
 
 
-def attach_trial(storage_url: str, study_name: str, number: int) -> "optuna.trial.Trial":
-    """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job."""
+def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = None) -> "optuna.trial.Trial":
+    """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job.
+
+    ``pruner`` is the sweep's (a study loaded from storage would judge with Optuna's default one).
+    """
     import optuna
 
     storage = open_storage(storage_url)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
     return optuna.trial.Trial(study, trial_id)
 
@@ -88,11 +92,17 @@ class OptunaPruning(pl.Callback):
 
 
 def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """The pruning callback when this run is a sweep trial (``optuna_trial.number`` set), else nothing."""
+    """The pruning callback when this run is a sweep trial (``optuna_trial.number`` set), else nothing.
+
+    ``optuna_trial.pruner`` is the sweep's resolved pruner config, handed over by the sweeper.
+    """
     spec = cfg.get("optuna_trial")
     if not spec or spec.get("number") is None:
         return []
-    trial = attach_trial(spec.storage, spec.study_name, int(spec.number))
+    from hydra.utils import instantiate
+
+    pruner = instantiate(spec.pruner) if spec.get("pruner") else None
+    trial = attach_trial(spec.storage, spec.study_name, int(spec.number), pruner)
     return [OptunaPruning(trial, cfg.optimized_metric)]
 
 
@@ -143,8 +153,21 @@ def _short(value: Any) -> str:
 
 
 def override_value(value: Any) -> str:
-    """A sampled value as it is written on a Hydra command line."""
-    return repr(value) if isinstance(value, float) else str(value)
+    """A value as written on a Hydra command line (sampled params, the pruner's config, URLs, paths)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{override_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(item) for item in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if re.fullmatch(r"[\w.\-/]+", value):
+        return value
+    # quoted: keeps ':', '/', '@', '?', spaces verbatim
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def write_best(study: "optuna.Study", sweep_dir: Path, base_overrides: Iterable[str], metric: str) -> Path | None:

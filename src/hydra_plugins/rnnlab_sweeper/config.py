@@ -17,7 +17,9 @@ SWEEPER_NAME = "rnnlab_optuna"
 @dataclass
 class RnnlabOptunaSweeperConf:
     _target_: str = "hydra_plugins.rnnlab_sweeper.optuna_sweeper.RnnlabOptunaSweeper"
-    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}, "_self_"])
+    # sampler and pruner arrive as (resolved) configs: the pruner's is handed on to every trial job.
+    _recursive_: bool = False
+    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
     # Any Optuna RDB URL; a SQLite file's folder is created when missing.
     storage: str = "sqlite:///${paths.root_dir}/multirun/optuna.db"
     # <data>-<cell>. Not ${task_name}: Hydra builds the sweeper before ${hydra:...} can resolve.

@@ -11,6 +11,8 @@ imports this module on every run, sweep or not.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Overrid
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -140,7 +143,9 @@ class RnnlabOptunaSweeper(Sweeper):
         self.storage_url, self.study_name, self.direction = storage, study_name, DIRECTIONS[direction]
         self.n_trials, self.max_failure_rate, self.top_k = n_trials, max_failure_rate, top_k
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self.sampler, self.pruner = sampler, pruner
+        # Resolved plain configs; the job rebuilds the same pruner from the one handed to it.
+        self.sampler_conf = OmegaConf.to_container(sampler) if sampler is not None else None
+        self.pruner_conf = OmegaConf.to_container(pruner) if pruner is not None else None
         self.params = dict(params or {})
         self.enqueue = [dict(entry) for entry in enqueue or ()]
         self.config: Optional[DictConfig] = None
@@ -201,8 +206,9 @@ class RnnlabOptunaSweeper(Sweeper):
 
         storage = open_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
         study = optuna.create_study(
-            storage=storage, study_name=self.study_name, direction=self.direction,
-            sampler=self.sampler, pruner=self.pruner, load_if_exists=True,
+            storage=storage, study_name=self.study_name, direction=self.direction, load_if_exists=True,
+            sampler=instantiate(self.sampler_conf) if self.sampler_conf else None,
+            pruner=instantiate(self.pruner_conf) if self.pruner_conf else None,
         )
         for entry in self.enqueue:
             unknown = sorted(set(entry) - set(distributions))
@@ -242,18 +248,21 @@ class RnnlabOptunaSweeper(Sweeper):
     def _run_batch(self, study, trials, per_job: list[str], sweep_dir: Path, heartbeats: _Heartbeats):
         from rnnlab.sweep import override_value
 
+        worker = f"{socket.gethostname()}:{os.getpid()}"
         batch = []
         for trial in trials:
             heartbeats.add(trial._trial_id)
             run_dir = sweep_dir / f"trial_{trial.number}"
             trial.set_user_attr("run_dir", str(run_dir))
+            trial.set_user_attr("worker", worker)  # which machine and sweep process ran it
             batch.append([
                 *per_job,
                 *(f"{key}={override_value(value)}" for key, value in trial.params.items()),
-                f"++{TRIAL_KEY}.storage={_quoted(self.storage_url)}",
-                f"++{TRIAL_KEY}.study_name={_quoted(self.study_name)}",
+                f"++{TRIAL_KEY}.storage={override_value(self.storage_url)}",
+                f"++{TRIAL_KEY}.study_name={override_value(self.study_name)}",
                 f"++{TRIAL_KEY}.number={trial.number}",
-                f"hydra.sweep.dir={_quoted(str(sweep_dir))}",
+                f"++{TRIAL_KEY}.pruner={override_value(self.pruner_conf)}",
+                f"hydra.sweep.dir={override_value(str(sweep_dir))}",
                 f"hydra.sweep.subdir={run_dir.name}",
             ])
         try:
@@ -308,11 +317,6 @@ class RnnlabOptunaSweeper(Sweeper):
                 f"{len(failures)} of {len(outcomes)} trials failed, more than hydra.sweeper.max_failure_rate="
                 f"{self.max_failure_rate}; first error (trial {number}): {reason}"
             )
-
-
-def _quoted(value: str) -> str:
-    """A Hydra override value that keeps URLs and paths (``:``, ``/``, ``@``, ``?``) verbatim."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _safe_url(url: str) -> str:

@@ -1,0 +1,326 @@
+"""The rnnlab_optuna sweeper end to end: real Hydra multirun, real Optuna RDB storage, real Lightning trials.
+
+Trials are tiny (hidden 8, one epoch of 3 batches); every sweep writes under a tmp RNNLAB_ROOT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from conftest import ROOT, compose_config, run_cli
+from hydra_plugins.rnnlab_sweeper.optuna_sweeper import SearchSpaceError, distribution_of
+from rnnlab.sweep import cpu_share
+
+STUDY = "mnist1d-lstm"  # <data>-<cell> of the default config
+TINY_SWEEP = [
+    "hparams_search=optuna",
+    "model.hidden_size=8",  # a fixed override wins over the search space: only the lr is swept
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=1",
+]
+# val/loss is NaN when lr=inf; hidden_size=0 is rejected by validation (the job raises).
+ON_LOSS = ["optimized_metric=val/loss", "optimized_mode=min"]
+
+
+def sweep_args(data_dir: Path, *args: str) -> list[str]:
+    return ["-m", *TINY_SWEEP, f"paths.data_dir={data_dir}", *args]
+
+
+def sweep(root: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli("train.py", *sweep_args(data_dir, *args), root=root)
+
+
+def start_sweep(root: Path, data_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *sweep_args(data_dir, *args)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def sqlite_url(root: Path) -> str:
+    return f"sqlite:///{root}/multirun/optuna.db"
+
+
+def load(storage: str, name: str = STUDY) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def enqueue(*settings: dict) -> str:
+    """``+hydra.sweeper.enqueue=[...]`` trying these settings first, in order."""
+    entries = ",".join("{" + ",".join(f"{k}:{v}" for k, v in s.items()) + "}" for s in settings)
+    return f"+hydra.sweeper.enqueue=[{entries}]"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------------------------- search space
+
+
+def parse(line: str):
+    return distribution_of(OverridesParser.create().parse_override(line))
+
+
+def test_search_space_syntax_maps_to_optuna_distributions():
+    assert parse("model.hidden_size=tag(log, int(interval(8, 256)))") == IntDistribution(8, 256, log=True)
+    assert parse("model.optimizer.lr=tag(log, interval(1e-4, 1e-1))") == FloatDistribution(1e-4, 0.1, log=True)
+    assert parse("model.dropout=interval(0, 0.5)") == FloatDistribution(0.0, 0.5)
+    assert parse("model.num_layers=range(1, 4)") == IntDistribution(1, 3)
+    assert parse("model=choice(vanilla, gru, lstm)") == CategoricalDistribution(["vanilla", "gru", "lstm"])
+    with pytest.raises(SearchSpaceError, match=r"tag \['linear'\] is not allowed; allowed: \['log'\]"):
+        parse("model.optimizer.lr=tag(linear, interval(1e-4, 1e-1))")
+    with pytest.raises(SearchSpaceError, match="needs interval"):
+        parse("model=tag(log, choice(gru, lstm))")
+
+
+def test_thread_share_divides_the_cores_among_parallel_trials():
+    cores = cpu_share(1)
+    assert cpu_share(2) == max(1, cores // 2)
+    assert cpu_share(10 * cores) == 1
+
+
+def test_bad_sweeper_options_are_named(tmp_path, data_dir):
+    result = sweep(tmp_path, data_dir, "hydra/sweeper/pruner=bogus")
+    assert result.returncode == 1
+    assert "hydra/sweeper/pruner='bogus' is not allowed; allowed: hyperband, median, none" in result.stderr
+    result = sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=0")
+    assert result.returncode != 0
+    assert "hydra.sweeper.n_trials=0 is not allowed; must be >= 1" in result.stderr
+    assert not (tmp_path / "multirun" / "optuna.db").exists()
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+
+
+@pytest.mark.slow
+def test_sweep_writes_storage_best_yaml_and_a_rerun_continues_the_study(tmp_path, data_dir):
+    result = sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=4")
+    assert_ok(result)
+    study = load(sqlite_url(tmp_path))
+    assert states(study) == ["COMPLETE"] * 4
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
+    best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
+    assert best["trial"] == study.best_trial.number and best["value"] == pytest.approx(study.best_value)
+    assert best["params"] == study.best_trial.params and best["direction"] == "maximize"
+    assert f"top {min(4, 5)} by maximize" in result.stdout
+    for trial in study.trials:  # one directory per trial with its .hydra config; events in the logs tree
+        run_dir = Path(trial.user_attrs["run_dir"])
+        assert run_dir == sweep_dir / f"trial_{trial.number}" and (run_dir / ".hydra" / "overrides.yaml").is_file()
+        assert list((tmp_path / "logs" / "mnist1d" / "sweeps" / STUDY / f"trial_{trial.number}").glob("events.*"))
+    trial_cfg = yaml.safe_load((Path(best["run_dir"]) / "config.yaml").read_text())
+    assert trial_cfg["threads"] == cpu_share(1) and trial_cfg["optuna_trial"]["number"] == best["trial"]
+    # best.yaml's overrides compose as a plain training run with the best lr
+    cfg = compose_config("train", best["overrides"], tmp_path / "rerun", data_dir)
+    assert cfg.model.optimizer.lr == pytest.approx(best["params"]["model.optimizer.lr"])
+    assert not any(o.startswith(("hparams_search", "++optuna_trial", "hydra.")) for o in best["overrides"])
+
+    first = {t.number: t.value for t in study.trials}
+    assert_ok(sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=6"))  # n_trials counts the whole study
+    study = load(sqlite_url(tmp_path))
+    assert [t.number for t in study.trials] == list(range(6)) and states(study) == ["COMPLETE"] * 6
+    assert {n: t.value for n, t in enumerate(study.trials) if n < 4} == first
+
+
+@pytest.mark.slow
+def test_a_raising_and_a_nan_trial_fail_and_the_sweep_goes_on(tmp_path, data_dir):
+    result = sweep(
+        tmp_path, data_dir, *ON_LOSS, "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=3",
+        "model.hidden_size=choice(0, 8)", "model.optimizer.lr=choice(inf, 0.01)",
+        enqueue({"model.hidden_size": 0, "model.optimizer.lr": 0.01},
+                {"model.hidden_size": 8, "model.optimizer.lr": "inf"},
+                {"model.hidden_size": 8, "model.optimizer.lr": 0.01}),
+    )
+    assert_ok(result)
+    study = load(sqlite_url(tmp_path))
+    assert states(study) == ["FAIL", "FAIL", "COMPLETE"]
+    assert study.trials[0].user_attrs["error"] == "ConfigError: model.hidden_size=0 is not allowed; must be > 0"
+    assert study.trials[1].user_attrs["error"] == "the job returned nan for the optimised metric"
+    best = yaml.safe_load((tmp_path / "multirun" / "mnist1d" / STUDY / "best.yaml").read_text())
+    assert best["trial"] == 2
+
+
+def test_a_sweep_whose_trials_all_fail_ends_with_the_first_error(tmp_path, data_dir):
+    result = sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=1", "model.hidden_size=choice(0, 8)",
+                   enqueue({"model.hidden_size": 0}))
+    assert result.returncode != 0
+    assert ("all 1 trials of this sweep failed; first error (trial 0): "
+            "ConfigError: model.hidden_size=0 is not allowed") in result.stderr
+    assert states(load(sqlite_url(tmp_path))) == ["FAIL"]  # recorded, not left RUNNING
+
+
+@pytest.mark.slow
+def test_the_pruner_stops_a_bad_trial_and_a_nan_one(tmp_path, data_dir):
+    # Median pruner judging from the first trial: a near-zero lr learns nothing in the first epoch.
+    result = sweep(
+        tmp_path, data_dir, *ON_LOSS, "~model/scheduler", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+        "model.optimizer.lr=choice(0.05, 1e-9, inf)",
+        enqueue({"model.optimizer.lr": 0.05}, {"model.optimizer.lr": 1e-9}, {"model.optimizer.lr": "inf"}),
+    )
+    assert_ok(result)
+    study = load(sqlite_url(tmp_path))
+    assert states(study) == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert study.trials[1].intermediate_values[0] > study.trials[0].intermediate_values[0]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_trial_resumes_keeping_completed_trials(tmp_path, data_dir):
+    args = ["hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
+            "trainer.max_epochs=3"]
+    process = start_sweep(tmp_path, data_dir, *args)
+    storage, deadline = sqlite_url(tmp_path), time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                now = states(load(storage))
+            except KeyError:  # the study does not exist yet
+                now = []
+            if "COMPLETE" in now and now[-1] == "RUNNING":
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "the sweep ended before it could be killed mid-trial"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        output = process.communicate()[0]
+    before = {t.number: (t.state.name, t.value) for t in load(storage).trials}
+    assert list(before.values())[-1][0] == "RUNNING", output[-2000:]
+    time.sleep(3)  # past grace_period: the killed sweep's heartbeats have stopped
+
+    assert_ok(sweep(tmp_path, data_dir, *args))
+    after = load(storage).trials
+    assert len(after) == 3 and [t.number for t in after] == [0, 1, 2]
+    for number, (state, value) in before.items():
+        if state == "COMPLETE":
+            assert (after[number].state.name, after[number].value) == (state, value)
+        else:
+            assert after[number].state == TrialState.FAIL  # the interrupted trial
+    assert all(t.state == TrialState.COMPLETE for t in after[len(before):])
+
+
+def assert_two_workers_share(storage: str, processes: list[subprocess.Popen], n_trials: int) -> None:
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    trials = load(storage).trials
+    numbers = [t.number for t in trials]
+    # Every process asks only while the study holds fewer than n_trials: at most one extra per extra worker.
+    assert numbers == list(range(len(trials))) and n_trials <= len(trials) <= n_trials + 1
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
+    assert workers <= {str(p.pid) for p in processes}
+    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+
+
+@pytest.mark.slow
+def test_two_concurrent_sweeps_on_one_sqlite_file_share_the_study(tmp_path, data_dir):
+    processes = [start_sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=4") for _ in range(2)]
+    assert_two_workers_share(sqlite_url(tmp_path), processes, 4)
+
+
+# ------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_bin() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL server on a unix socket in a tmp dir; its URL."""
+    pytest.importorskip("psycopg2", reason="psycopg2 missing: pip install -e '.[postgres]'")
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install -y postgresql)")
+    as_user: list[str] = []
+    home = Path(tempfile.mkdtemp(prefix="rnnlab-pg-"))
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(home, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = home / "data"
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        "--no-sync"], check=True, capture_output=True)
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(home / "server.log"), "-w",
+                        "-o", f"-k {home} -p {port} -c listen_addresses=''", "start"], check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@/postgres?host={home}&port={port}"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_on_postgresql(tmp_path, data_dir, postgres_url):
+    storage = f"hydra.sweeper.storage='{postgres_url}'"
+    processes = [start_sweep(tmp_path, data_dir, storage, "hydra.sweeper.n_trials=4") for _ in range(2)]
+    assert_two_workers_share(postgres_url, processes, 4)
+
+
+# ------------------------------------------------------------------------------------------- dashboard
+
+
+def test_make_dashboard_serves_the_study_over_http(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    for value in (0.5, 0.7):
+        trial = study.ask({"model.hidden_size": IntDistribution(8, 256, log=True)})
+        study.tell(trial, value)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    port = free_port()
+    # -o install: the venv is already set up (make test did it); do not reinstall from inside a test.
+    server = subprocess.Popen(["make", "-s", "-o", "install", "dashboard", f"STORAGE={storage}", f"PORT={port}"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        studies, deadline = None, time.monotonic() + 60
+        while studies is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    studies = json.load(response)["study_summaries"]
+            except OSError:
+                time.sleep(0.3)
+        assert studies is not None, server.stderr.read().decode() if server.poll() is not None else "no answer"
+        (entry,) = [s for s in studies if s["study_name"] == "tiny"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}", timeout=5) as response:
+            detail = json.load(response)
+        assert [(t["number"], t["state"]) for t in detail["trials"]] == [(0, "Complete"), (1, "Complete"), (2, "Pruned")]
+        assert detail["best_trials"][0]["number"] == 1
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
