@@ -187,7 +187,7 @@ def test_generate_command_writes_figure_and_series(make_cfg, tmp_path, data_dir)
     cfg = make_cfg("data=sine", "model=gru", *SMALL_DATA["sine"])
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    gen_cfg = compose_config("generate", [f"ckpt_path={ckpt}", "seed_len=20", "steps=40"], tmp_path / "gen", data_dir)
+    gen_cfg = compose_config("generate", [f"ckpt={ckpt}", "seed_len=20", "length=40"], tmp_path / "gen", data_dir)
     mse = generate_from_checkpoint(gen_cfg)
     assert math.isfinite(mse)
     assert (tmp_path / "gen" / "generation.png").is_file() and (tmp_path / "gen" / "generation.npz").is_file()

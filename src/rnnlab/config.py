@@ -64,6 +64,14 @@ def register_resolvers() -> None:
     for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
+    if not OmegaConf.has_resolver("compare_hidden_size"):  # conf/experiment/compare_cells.yaml
+        OmegaConf.register_new_resolver("compare_hidden_size", _compare_hidden_size)
+
+
+def _compare_hidden_size(*, _root_: DictConfig) -> int:
+    from rnnlab.compare import compare_hidden_size  # torch is imported only when a config uses it
+
+    return compare_hidden_size(_root_)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -113,8 +121,9 @@ class ValidateConfig(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            if config.get("ckpt_path"):
-                run_dir_of_checkpoint(config.ckpt_path)
+            for key in ("ckpt_path", "ckpt"):  # train/eval, generate
+                if config.get(key):
+                    run_dir_of_checkpoint(config[key])
             if config.get("model") is not None:
                 validate(config)
         except ConfigError as error:
@@ -123,7 +132,7 @@ class ValidateConfig(Callback):
 
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a bad config ends the command with one line naming it, exit code 1."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException
+    from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's reporter
     try:
@@ -135,6 +144,10 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         raise SystemExit(f"error: {group}={option!r} is not allowed; allowed: {', '.join(error.options)}") from None
     except (ConfigError, ConfigCompositionException) as error:
         raise SystemExit(f"error: {error}") from None
+    except InstantiationException as error:  # a constructor rejected a value (the datamodule, the model)
+        if isinstance(error.__cause__, ValueError):
+            raise SystemExit(f"error: {error.__cause__}") from None
+        raise
 
 
 # ------------------------------------------------------------------------------------------- resume

@@ -30,6 +30,8 @@ class TaskSpec:
     tolerance: a prediction within this of its target counts as solved (reported as ``within_tol``).
     stateful: batches continue each other row by row; the model carries its hidden state across them.
     generative: inputs and targets are the same series, so predictions can be fed back (generation).
+    encoding: for token inputs (x (N, T) indices into ``input_size`` tokens): ``onehot`` or ``embedding``
+    (of ``embedding_dim``); None for real-valued inputs. token_metric: ``bpc`` or ``ppl`` (language models).
     """
 
     kind: str
@@ -41,6 +43,9 @@ class TaskSpec:
     tolerance: float | None = None
     stateful: bool = False
     generative: bool = False
+    encoding: str | None = None
+    embedding_dim: int | None = None
+    token_metric: str | None = None
 
 
 class TensorPairs(Dataset):

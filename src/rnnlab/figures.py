@@ -1,4 +1,5 @@
-"""Figures in TensorBoard for regression tasks: predictions against targets, generated continuations."""
+"""TensorBoard media: figures for regression tasks (predictions, generated continuations), text samples
+for language models."""
 
 from __future__ import annotations
 
@@ -89,3 +90,26 @@ class PredictionFigures(pl.Callback):
         generated = generate(pl_module, seed, self.generate_steps)
         figure = series_figure(f"generated from {self.seed_len} seed steps", true=truth, generated=generated)
         log_figure(trainer, "figures/generation", figure)
+
+
+class TextSamples(pl.Callback):
+    """Language models: every ``every_n_epochs`` validation epochs, log ``samples/text``, a continuation of
+    ``prompt`` of ``length`` tokens sampled at ``temperature`` (``top_k``: only the k likeliest tokens)."""
+
+    def __init__(self, every_n_epochs: int = 1, prompt: str = "The ", length: int = 200, temperature: float = 0.8,
+                 top_k: int | None = None, seed: int = 0):
+        self.every_n_epochs, self.prompt, self.length = every_n_epochs, prompt, length
+        self.temperature, self.top_k, self.seed = temperature, top_k, seed
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        vocabulary = getattr(trainer.datamodule, "vocabulary", None)
+        if (vocabulary is None or trainer.sanity_checking or self.every_n_epochs <= 0
+                or trainer.current_epoch % self.every_n_epochs):
+            return
+        from rnnlab.generation import sample_text
+
+        text = sample_text(pl_module, vocabulary, self.prompt, self.length, self.temperature, self.top_k, self.seed)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # Markdown: indent to keep the sample verbatim.
+                logger.experiment.add_text("samples/text", "    " + text.replace("\n", "\n    "), trainer.global_step)

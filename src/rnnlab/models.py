@@ -5,6 +5,7 @@ The task (from the datamodule) picks the module class: ``build_model(task, **mod
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Callable
 
@@ -66,6 +67,33 @@ class FlattenTime(Readout):
         return out.flatten(start_dim=1)
 
 
+# ------------------------------------------------------------------------------------------- inputs
+
+
+class OneHot(nn.Module):
+    """Token indices (N, T) -> one-hot vectors (N, T, V) in the model's dtype, on the input's device."""
+
+    def __init__(self, num_tokens: int):
+        super().__init__()
+        self.num_tokens = num_tokens
+        self.register_buffer("dtype_anchor", torch.empty(0), persistent=False)  # follows .double(), .to()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(tokens, self.num_tokens).to(self.dtype_anchor.dtype)
+
+
+INPUT_LAYERS: Registry[Callable[[TaskSpec], tuple[nn.Module, int]]] = Registry("data.encoding")
+INPUT_LAYERS.register("onehot")(lambda task: (OneHot(task.input_size), task.input_size))
+INPUT_LAYERS.register("embedding")(lambda task: (nn.Embedding(task.input_size, task.embedding_dim), task.embedding_dim))
+
+
+def build_input_layer(task: TaskSpec) -> tuple[nn.Module, int]:
+    """The layer in front of the encoder (token encodings; nothing for real-valued inputs) and its size D."""
+    if task.encoding is None:
+        return nn.Identity(), task.input_size
+    return INPUT_LAYERS.get(task.encoding)(task)
+
+
 # ------------------------------------------------------------------------------------------- modules
 
 
@@ -93,10 +121,11 @@ class RecurrentModel(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "task"], logger=False)
         self.hparams["task"] = vars(task).copy()
         self.task = task
+        self.input_layer, encoder_input_size = build_input_layer(task)
         self.encoder = build_encoder(
             impl,
             cell,
-            input_size=task.input_size,
+            input_size=encoder_input_size,
             hidden_size=hidden_size,
             num_layers=num_layers,
             dropout=dropout,
@@ -119,7 +148,7 @@ class RecurrentModel(pl.LightningModule):
 
     def predict_with_state(self, x: torch.Tensor, state=None):
         """Like ``forward`` from an initial encoder state (torch.nn layout); also returns the final state."""
-        out, state = self.encoder(x, state)
+        out, state = self.encoder(self.input_layer(x), state)
         if self.readout is None:
             return self.head(out), state
         return self.head(self.readout(out, state)), state
@@ -280,9 +309,70 @@ class SequenceRegressor(RecurrentModel):
         self.log("test/mse_ratio", self.test_mse.compute() / self.task.trivial_mse)
 
 
+class LanguageModel(RecurrentModel):
+    """Next-token prediction at every step: x (N, T) token indices -> logits (N, T, V), cross-entropy per token.
+
+    Logs */loss (nats per token), */acc (next-token accuracy) and the task's token metric: ``bpc``
+    (bits per character, loss / ln 2) or ``ppl`` (perplexity, exp(loss)); val/<metric>_best.
+    """
+
+    def __init__(self, task: TaskSpec, **kwargs):
+        super().__init__(task, **kwargs)
+        if self.hparams.bidirectional:
+            raise ValueError("model.bidirectional=true reads the next tokens; a language model must be unidirectional")
+        metric = task.token_metric
+        self.summary_metrics = (f"val/{metric}_best", f"val/{metric}", "val/loss", f"test/{metric}", "test/loss")
+        self.val_token_loss, self.test_token_loss = MeanMetric(), MeanMetric()
+        self.val_acc = MulticlassAccuracy(task.output_size, average="micro")
+        self.test_acc = MulticlassAccuracy(task.output_size, average="micro")
+        self.val_best = MinMetric()
+        self.val_best.persistent(True)
+
+    def token_metric(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss / math.log(2) if self.task.token_metric == "bpc" else loss.exp()
+
+    def _step(self, stage: str, batch) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y))
+        if stage != "train":
+            getattr(self, f"{stage}_token_loss").update(loss, weight=y.numel())
+            accuracy = getattr(self, f"{stage}_acc")
+            accuracy(logits.flatten(0, 1), y.flatten())
+            self.log(f"{stage}/acc", accuracy, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step("train", batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._step("test", batch)
+
+    def _log_token_metric(self, stage: str) -> torch.Tensor:
+        token_loss = getattr(self, f"{stage}_token_loss")
+        value = self.token_metric(token_loss.compute())
+        token_loss.reset()
+        self.log(f"{stage}/{self.task.token_metric}", value, prog_bar=stage == "val")
+        return value
+
+    def on_validation_epoch_end(self) -> None:
+        value = self._log_token_metric("val")
+        if not self.trainer.sanity_checking:
+            self.val_best(value)
+            self.log(f"val/{self.task.token_metric}_best", self.val_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_token_metric("test")
+
+
 MODELS: Registry[type[RecurrentModel]] = Registry("task kind")
 MODELS.register("classification")(SequenceClassifier)
 MODELS.register("regression")(SequenceRegressor)
+MODELS.register("language_model")(LanguageModel)
 
 
 def build_model(task: TaskSpec, **kwargs) -> RecurrentModel:

@@ -15,6 +15,8 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
 from rnnlab.models import RecurrentModel
+
+VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints
 from rnnlab.sweep import trial_callbacks
 
 
@@ -117,6 +119,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     datamodule, model, trainer = build(cfg, [*extra_callbacks, *trial_callbacks(cfg)])
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    vocabulary = getattr(datamodule, "vocabulary", None)
+    if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
+        vocabulary.save(run_dir / VOCABULARY)
     if not resuming:
         log_hparams(trainer.loggers, flat_hparams(cfg), model.summary_metrics)
 
@@ -169,31 +174,51 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def generate_from_checkpoint(cfg: DictConfig) -> float:
-    """Generate ``cfg.steps`` steps after the first ``cfg.seed_len`` points of a split's series.
+def generate_from_checkpoint(cfg: DictConfig) -> str | float:
+    """Generate ``cfg.length`` steps with the model of ``cfg.ckpt``; outputs go to ``cfg.paths.output_dir``.
 
-    Writes generation.png and generation.npz (seed, generated, true) to the output dir; returns the MSE
-    of the generated continuation against the true one.
+    Text: the prompt's continuation, sampled, printed and saved as sample.txt (returned).
+    Series: a continuation of the first ``seed_len`` points of a split's series, saved as generation.png
+    and generation.npz (seed, generated, true); returns its MSE against the true continuation.
     """
+    from rnnlab.generation import check_generative
+
+    set_threads(cfg.get("threads"))
+    datamodule, model, _ = load_run(cfg.ckpt, cfg.paths.output_dir)
+    checkpoint = torch.load(cfg.ckpt, map_location="cpu", weights_only=False)
+    model.load_state_dict(checkpoint["state_dict"])
+    check_generative(model)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if model.task.kind == "language_model":
+        return _sample_text_to(out, model, run_dir_of_checkpoint(cfg.ckpt), cfg)
+    return _continue_series_to(out, model, datamodule, cfg)
+
+
+def _sample_text_to(out: Path, model: RecurrentModel, run_dir: Path, cfg: DictConfig) -> str:
+    from rnnlab.generation import sample_text
+    from rnnlab.text import Vocabulary
+
+    vocabulary = Vocabulary.load(run_dir / VOCABULARY)  # the run's own, whatever the corpus is now
+    text = sample_text(model, vocabulary, cfg.prompt, cfg.length, cfg.temperature, cfg.top_k, cfg.seed)
+    (out / "sample.txt").write_text(text, encoding="utf-8")
+    print(text)
+    print(f"[rnnlab] generate length={cfg.length} temperature={cfg.temperature} top_k={cfg.top_k} out={out}")
+    return text
+
+
+def _continue_series_to(out: Path, model: RecurrentModel, datamodule, cfg: DictConfig) -> float:
     import numpy as np
 
     from rnnlab.figures import series_figure
-    from rnnlab.generation import check_generative, generate
+    from rnnlab.generation import generate
 
-    set_threads(cfg.get("threads"))
-    datamodule, model, _ = load_run(cfg.ckpt_path, cfg.paths.output_dir)
-    checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
-    model.load_state_dict(checkpoint["state_dict"])
-    check_generative(model)
-    seed, truth = datamodule.continuation(cfg.split, cfg.seed_len, cfg.steps)
-    generated = generate(model, seed, cfg.steps)
+    seed, truth = datamodule.continuation(cfg.split, cfg.seed_len, cfg.length)
+    generated = generate(model, seed, cfg.length)
     mse = float(((generated - truth) ** 2).mean())
-
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     np.savez(out / "generation.npz", seed=seed.numpy(), generated=generated.numpy(), true=truth.numpy())
-    figure = series_figure(f"{cfg.steps} steps generated after {cfg.seed_len} seed steps ({cfg.split})",
+    figure = series_figure(f"{cfg.length} steps generated after {cfg.seed_len} seed steps ({cfg.split})",
                            true=torch.cat([seed, truth], 1), generated=torch.cat([seed, generated], 1))
     figure.savefig(out / "generation.png", dpi=120)
-    print(f"[rnnlab] generate steps={cfg.steps} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
+    print(f"[rnnlab] generate length={cfg.length} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
     return mse
