@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -24,12 +25,14 @@ if TYPE_CHECKING:
 
 BEST_FILE = "best.yaml"  # written in the sweep directory after every sweep
 SQLITE_LOCK_TIMEOUT_S = 60  # concurrent sweeps on one SQLite file wait for each other's writes
+STORAGE_INIT_ATTEMPTS = 4
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
     """An Optuna RDB storage for ``url``; a SQLite file's folder is created and writers wait for locks."""
     import optuna
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
 
     engine_kwargs: dict[str, Any] = {}
     parsed = make_url(url)
@@ -37,11 +40,18 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-        )
+    for attempt in range(1, STORAGE_INIT_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+                )
+        except SQLAlchemyError:
+            # Processes opening a new storage at once race to create its tables; the loser finds them next time.
+            if attempt == STORAGE_INIT_ATTEMPTS:
+                raise
+            time.sleep(attempt)
 
 
 def cpu_share(n_parallel_jobs: int) -> int:

@@ -197,7 +197,7 @@ class RnnlabOptunaSweeper(Sweeper):
             raise SearchSpaceError("nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))")
         parallel = self._parallel_jobs()
         per_job = list(fixed)
-        if self.config.get("threads") is None and not any(o.split("=")[0].lstrip("+~") == "threads" for o in fixed):
+        if self.config.get("threads") is None:  # not set by the user: a share of the cores
             per_job.append(f"threads={cpu_share(parallel)}")
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -215,9 +215,9 @@ class RnnlabOptunaSweeper(Sweeper):
             if unknown:
                 raise SearchSpaceError(f"hydra.sweeper.enqueue: {unknown} not swept; swept: {sorted(distributions)}")
             study.enqueue_trial(entry, skip_if_exists=True)
-        STARTED = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
+        started_states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
         log.info(f"Study {self.study_name!r} on {_safe_url(self.storage_url)}: "
-                 f"{len(study.get_trials(deepcopy=False, states=STARTED))} trials so far, "
+                 f"{len(study.get_trials(deepcopy=False, states=started_states))} trials so far, "
                  f"up to {self.n_trials} in all; sweep dir {sweep_dir}")
         heartbeats = _Heartbeats(storage, self.heartbeat_interval)
         outcomes: list[tuple[int, str, Optional[str]]] = []  # (trial number, state, error) of this run
@@ -226,7 +226,7 @@ class RnnlabOptunaSweeper(Sweeper):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
-                remaining = self.n_trials - len(study.get_trials(deepcopy=False, states=STARTED))
+                remaining = self.n_trials - len(study.get_trials(deepcopy=False, states=started_states))
                 if remaining <= 0 or self._too_many_failures(outcomes):
                     break
                 with warnings.catch_warnings():
