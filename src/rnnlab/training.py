@@ -15,9 +15,9 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
 from rnnlab.models import RecurrentModel
+from rnnlab.sweep import trial_callbacks
 
 VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints
-from rnnlab.sweep import trial_callbacks
 
 
 def set_threads(num_threads: int | None) -> int:
