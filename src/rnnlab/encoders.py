@@ -64,3 +64,12 @@ def top_layer_state(state: torch.Tensor | tuple[torch.Tensor, torch.Tensor], bid
     h_n = state[0] if isinstance(state, tuple) else state
     dirs = 2 if bidirectional else 1
     return torch.cat(list(h_n[-dirs:]), dim=-1)
+
+
+
+@ENCODERS.register("custom")
+def custom_encoder(cell: str, input_size: int, hidden_size: int, **options) -> nn.Module:
+    """The from-scratch cells of rnnlab.cells in a torch.nn-compatible ``RNNStack``; options as for ``builtin``."""
+    from rnnlab.cells import RNNStack
+
+    return RNNStack(cell, input_size, hidden_size, **options)

@@ -1,0 +1,75 @@
+"""Speed of the from-scratch cells against the built-in torch.nn ones: forward + backward, CPU, float32.
+
+For each kind and hidden size, a custom one-layer ``RNNStack`` and its torch.nn counterpart (same
+weights, via ``to_torch``) train on the same batch in one process. Their runs are interleaved (the
+order alternates every repeat), so a noisy, shared machine slows both alike, and the median of many
+repeats is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from rnnlab.cells import RNNStack, to_torch
+from rnnlab.encoders import CELLS
+
+COLUMNS = ("cell", "H", "custom ms", "builtin ms", "custom/builtin")
+
+
+def _step(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> Callable[[], None]:
+    """One training step's recurrent work: forward, a loss on every output, backward."""
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        out, _ = module(x)
+        (out * weight).sum().backward()
+
+    return step
+
+
+def _median_ms(steps: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median wall time of each step in ms, the steps interleaved in alternating order."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(warmup + repeats):
+        for name in names if r % 2 else reversed(names):
+            start = time.perf_counter()
+            steps[name]()
+            if r >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run(
+    hidden_sizes: tuple[int, ...] = (32, 128),
+    batch: int = 100,
+    steps: int = 40,
+    input_size: int = 1,
+    repeats: int = 60,
+    warmup: int = 5,
+    seed: int = 0,
+) -> list[tuple]:
+    """Rows of COLUMNS: median ms of forward + backward for each cell kind and hidden size."""
+    torch.manual_seed(seed)
+    rows = []
+    for hidden in hidden_sizes:
+        for cell in CELLS:
+            custom = RNNStack(cell, input_size, hidden)
+            builtin = to_torch(custom)
+            x = torch.randn(batch, steps, input_size)
+            weight = torch.randn(batch, steps, hidden)
+            ms = _median_ms({"custom": _step(custom, x, weight), "builtin": _step(builtin, x, weight)}, repeats, warmup)
+            rows.append((cell, hidden, ms["custom"], ms["builtin"], ms["custom"] / ms["builtin"]))
+    return rows
+
+
+def markdown(rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for cell, hidden, custom, builtin, ratio in rows:
+        lines.append(f"| {cell} | {hidden} | {custom:.2f} | {builtin:.2f} | {ratio:.2f}× |")
+    return "\n".join(lines)
