@@ -229,12 +229,15 @@ class GradientDiagnostics(pl.Callback):
                 metrics[f"grad_norm/{name}"] = sum(values) / len(values)
         if norms[-1] > 0:
             metrics["grad_norm/first_over_last"] = float(norms[0] / norms[-1])
+        # At the epoch's last step, as Lightning logs epoch metrics: a resumed run (whose TensorBoard events
+        # are purged from the checkpoint's global step on) keeps them.
+        step = max(trainer.global_step - 1, 0)
         for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics(metrics, step=step)
         if trainer.is_global_zero:
-            self._save(trainer, epoch, norms)
+            self._save(trainer, epoch, norms, step)
 
-    def _save(self, trainer: pl.Trainer, epoch: int, norms: torch.Tensor) -> None:
+    def _save(self, trainer: pl.Trainer, epoch: int, norms: torch.Tensor, step: int) -> None:
         values = [float(v) for v in norms]
         run_dir = run_dir_of(trainer)
         path = run_dir / GRADIENT_FILE
@@ -246,7 +249,7 @@ class GradientDiagnostics(pl.Callback):
 
         cell = trainer.lightning_module.hparams.get("cell", "model")
         figure = grad_by_step_figure({f"{cell}, epoch {epoch}": values}, "loss gradient reaching each hidden state")
-        log_figure(trainer, "diagnostics/grad_by_step", figure)
+        log_figure(trainer, "diagnostics/grad_by_step", figure, step)
 
 
 def read_grad_by_step(run_dir: str | Path) -> dict[int, list[float]]:

@@ -39,10 +39,12 @@ def scatter_figure(title: str, predicted: torch.Tensor, target: torch.Tensor):
     return figure
 
 
-def log_figure(trainer: pl.Trainer, tag: str, figure) -> None:
+def log_figure(trainer: pl.Trainer, tag: str, figure, step: int | None = None) -> None:
+    """``figure`` into every TensorBoard logger at ``step`` (default: the trainer's global step)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step if step is None else step,
+                                         close=False)
 
 
 class PredictionFigures(pl.Callback):

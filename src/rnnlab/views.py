@@ -58,14 +58,17 @@ def confusion_figure(matrix, title: str = "test confusion matrix"):
 
 
 class TensorBoardViews(pl.Callback):
-    """At fit start: the custom-scalars layout and the scalar ``model/num_parameters`` (read by the report).
+    """When a new run starts training: the custom-scalars layout and the scalar ``model/num_parameters``
+    (read by the report), at step 0.
     At the end of testing (classification with one label per sequence): ``figures/confusion_matrix``."""
 
     def __init__(self, confusion_matrix: bool = True):
         self.confusion_matrix = confusion_matrix
         self._counts: torch.Tensor | None = None
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step > 0:  # a resumed run: its events already hold both (step 0 is never purged)
+            return
         task = getattr(pl_module, "task", None)
         log_layout(trainer.loggers, task.kind if task is not None else "regression")
         for logger in trainer.loggers:
