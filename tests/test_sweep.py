@@ -104,6 +104,18 @@ def test_search_space_syntax_maps_to_optuna_distributions():
         parse("model=tag(log, choice(gru, lstm))")
 
 
+@pytest.mark.parametrize("value", [
+    "postgresql+psycopg2://user:p@ss@/optuna?host=/tmp/pg dir&port=5433",
+    "gru", 1e-05, float("inf"), 64, True, None,
+    {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 4, "n_warmup_steps": 2, "seed": None},
+])
+def test_values_handed_to_trial_jobs_survive_hydra_parsing(value):
+    from rnnlab.sweep import override_value
+
+    parsed = OverridesParser.create().parse_override(f"key={override_value(value)}").value()
+    assert parsed == value
+
+
 def test_thread_share_divides_the_cores_among_parallel_trials():
     cores = cpu_share(1)
     assert cpu_share(2) == max(1, cores // 2)
