@@ -151,13 +151,14 @@ def group_grad_norms(module: nn.Module) -> dict[str, float]:
 
 
 def grad_by_step_figure(norms_by_label: dict[str, list[float]], title: str):
-    """‖∂L/∂h_t‖ against t, one line per label, log scale (a bare Figure: no pyplot)."""
+    """‖∂L/∂h_t‖ against t, one line per label (the first solid, the others dotted), log scale; no pyplot."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 3.5), layout="constrained")
     axes = figure.add_subplot()
-    for label, norms in norms_by_label.items():
-        axes.plot(range(1, len(norms) + 1), norms, marker=".", label=label)
+    for i, (label, norms) in enumerate(norms_by_label.items()):
+        axes.plot(range(1, len(norms) + 1), norms, marker="." if i == 0 else None, linestyle="-" if i == 0 else ":",
+                  label=label)
     axes.set_yscale("log")
     axes.set_xlabel("time step t")
     axes.set_ylabel("‖∂L/∂h_t‖ (batch mean)")
@@ -248,7 +249,11 @@ class GradientDiagnostics(pl.Callback):
         path.write_text(json.dumps(record))
 
         cell = trainer.lightning_module.hparams.get("cell", "model")
-        figure = grad_by_step_figure({f"{cell}, epoch {epoch}": values}, "loss gradient reaching each hidden state")
+        curves = {f"{cell}, epoch {epoch}": values}
+        first = min(record["epochs"], key=int)
+        if int(first) != epoch:  # the first diagnosed epoch for comparison: how training changed it
+            curves[f"{cell}, epoch {first}"] = record["epochs"][first]
+        figure = grad_by_step_figure(curves, "loss gradient reaching each hidden state")
         log_figure(trainer, "diagnostics/grad_by_step", figure, step)
 
 
