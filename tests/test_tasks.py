@@ -140,7 +140,9 @@ def test_classification_logs_no_regression_figures(make_cfg):
 
     accumulator = EventAccumulator(cfg.paths.output_dir)
     accumulator.Reload()
-    assert accumulator.Tags()["images"] == []
+    images = set(accumulator.Tags()["images"])
+    assert not images & {"figures/prediction", "figures/generation"}
+    assert "figures/confusion_matrix" in images  # what a classification test logs instead
 
 
 def test_stateful_training_carries_the_state_detached(make_cfg):
