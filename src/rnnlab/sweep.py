@@ -1,6 +1,6 @@
 """Optuna sweep helpers shared by the sweeper (``hydra_plugins.rnnlab_sweeper``) and the trial jobs.
 
-A trial job learns its trial from ``optuna_trial.{storage,study_name,number}`` (set by the sweeper),
+A trial job learns its trial from ``optuna_trial.{storage,study_name,number,pruner}`` (set by the sweeper),
 reattaches to it, reports the optimised metric every validation epoch and raises ``optuna.TrialPruned``
 when the pruner says so. The sweeper records the outcome; jobs never finish trials themselves.
 """
@@ -66,12 +66,12 @@ def cpu_share(n_parallel_jobs: int) -> int:
 def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = None) -> "optuna.trial.Trial":
     """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job.
 
-    ``pruner`` is the sweep's (a study loaded from storage would judge with Optuna's default one).
+    ``pruner`` is the sweep's; None means no pruning (not Optuna's default for a loaded study, median).
     """
     import optuna
 
     storage = open_storage(storage_url)
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner or optuna.pruners.NopPruner())
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
     return optuna.trial.Trial(study, trial_id)
 
@@ -79,7 +79,7 @@ def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = N
 class OptunaPruning(pl.Callback):
     """Report ``monitor`` to the trial after every validation epoch; raise ``TrialPruned`` when told to.
 
-    A NaN value is reported as such: Optuna's pruners prune a trial whose intermediate value is NaN.
+    A NaN value is reported as such: the median pruner prunes a trial whose intermediate value is NaN.
     """
 
     def __init__(self, trial: "optuna.trial.Trial", monitor: str) -> None:
