@@ -209,8 +209,7 @@ def test_the_pruner_stops_a_bad_trial_and_a_nan_one(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_a_sweep_killed_mid_trial_resumes_keeping_completed_trials(tmp_path, data_dir):
-    args = ["hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2",
-            "trainer.max_epochs=2"]
+    args = ["hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2"]
     process = start_sweep(tmp_path, data_dir, *args)
     storage, deadline = sqlite_url(tmp_path), time.monotonic() + 240
     try:
