@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -123,15 +121,12 @@ def test_report_figure_and_tensorboard_run(sweep, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_cli_on_a_parent_dir(sweep, tmp_path):
+def test_report_command_on_a_parent_dir(sweep, tmp_path, capsys):
     sweep_dir, _, _ = sweep
-    command = [sys.executable, "-m", "rnnlab.report"]
-    result = subprocess.run([*command, str(sweep_dir.parent.parent), "--out", str(tmp_path / "out"), "--no-tensorboard"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
+    assert report_main([str(sweep_dir.parent.parent), "--out", str(tmp_path / "out"), "--no-tensorboard"]) == 0
     assert "4 runs in 2 groups" in (tmp_path / "out" / "report.md").read_text()
+    assert "| mnist1d | lstm-builtin-h8 | 0,1 |" in capsys.readouterr().out
     assert not (tmp_path / "out" / "report").exists()
-
 
 
 def test_report_says_when_there_are_no_runs(tmp_path, capsys):
