@@ -32,16 +32,18 @@ def _step(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> Callable[
     return step
 
 
-def _median_ms(steps: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median wall time of each step in ms, the steps interleaved in alternating order."""
+def _median_ms(
+    steps: dict[str, Callable[[], None]], repeats: int, warmup: int, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Median time of each step in ms by ``clock``, the steps interleaved in alternating order."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for r in range(warmup + repeats):
         for name in names if r % 2 else reversed(names):
-            start = time.perf_counter()
+            start = clock()
             steps[name]()
             if r >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
+                times[name].append((clock() - start) * 1e3)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -53,8 +55,13 @@ def run(
     repeats: int = 60,
     warmup: int = 5,
     seed: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[tuple]:
-    """Rows of COLUMNS: median ms of forward + backward for each cell kind and hidden size."""
+    """Rows of COLUMNS: median ms of forward + backward for each cell kind and hidden size.
+
+    ``clock`` is wall time by default; ``time.thread_time`` (CPU time of this thread) leaves out the
+    time other processes take the core, and counts all the work when torch runs on one thread only.
+    """
     torch.manual_seed(seed)
     rows = []
     for hidden in hidden_sizes:
@@ -63,7 +70,8 @@ def run(
             builtin = to_torch(custom)
             x = torch.randn(batch, steps, input_size)
             weight = torch.randn(batch, steps, hidden)
-            ms = _median_ms({"custom": _step(custom, x, weight), "builtin": _step(builtin, x, weight)}, repeats, warmup)
+            timed = {"custom": _step(custom, x, weight), "builtin": _step(builtin, x, weight)}
+            ms = _median_ms(timed, repeats, warmup, clock)
             rows.append((cell, hidden, ms["custom"], ms["builtin"], ms["custom"] / ms["builtin"]))
     return rows
 

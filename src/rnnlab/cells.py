@@ -71,16 +71,27 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(-1, x.shape[-1])
 
 
-def _weight_grad(hs: Tensor, d_pre: Tensor) -> Tensor:
-    """Σ_t h_{t-1}ᵀ @ d_pre_t for hs (T+1, N, H) holding h_0 … h_T and d_pre (T, N, K): one (H, K) product."""
-    return _flat(hs[:-1]).t() @ _flat(d_pre)
+def _summed_products(parts: list[Tensor], d_pre: Tensor) -> list[Tensor]:
+    """Σ_t p_tᵀ @ d_pre_t for each of parts (T·N, K_p), then Σ_t d_pre_t: in one matrix product.
+
+    These are the gradients of the weights that multiply ``parts`` to give a pre-activation, whose
+    gradient is d_pre (T, N, M), and of the bias added to it.
+    """
+    ones = parts[0].new_ones(parts[0].shape[0], 1)
+    grads = torch.cat([*parts, ones], dim=1).t() @ _flat(d_pre)
+    *weights, bias = grads.split([p.shape[1] for p in parts] + [1])
+    return [*weights, bias.squeeze(0)]
 
 
-def _input_grads(ctx, x_flat: Tensor, w_xh: Tensor, d_xg: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-    """The gradients of x, w_xh and b_x, given d_xg, the gradient of xg = x @ w_xh + b_x (T, N, K)."""
-    d_flat = _flat(d_xg)
-    d_x = (d_flat @ w_xh.t()).view(*d_xg.shape[:2], -1) if ctx.needs_input_grad[0] else None
-    return d_x, x_flat.t() @ d_flat, d_flat.sum(0)
+def _input_grad(ctx, w_xh: Tensor, d_xg: Tensor) -> Tensor | None:
+    """The gradient of x (T, N, D), if wanted, given d_xg, that of xg = x @ w_xh + b_x."""
+    return (_flat(d_xg) @ w_xh.t()).view(*d_xg.shape[:2], -1) if ctx.needs_input_grad[0] else None
+
+
+def _shared_grads(ctx, x_flat: Tensor, w_xh: Tensor, hs: Tensor, d_pre: Tensor) -> tuple[Tensor | None, ...]:
+    """The gradients of x, w_xh, b_x and w_hh when d_pre is the gradient of x @ w_xh + b_x + h_{t-1} @ w_hh."""
+    d_w_hh, d_w_xh, d_b_x = _summed_products([_flat(hs[:-1]), x_flat], d_pre)
+    return _input_grad(ctx, w_xh, d_pre), d_w_xh, d_b_x, d_w_hh
 
 
 def _states(h0: Tensor, steps: int) -> Tensor:
@@ -132,7 +143,7 @@ class _VanillaScan(torch.autograd.Function):
             for t in range(out.shape[0] - 1, 0, -1):
                 dh_all[t - 1].addmm_(d_pre_all[t].mul_(dh_all[t]), w_t)
             dh0 = d_pre_all[0].mul_(dh_all[0]) @ w_t
-            return (*_input_grads(ctx, x_flat, w_xh, d_pre), _weight_grad(hs, d_pre), None, dh0)
+            return (*_shared_grads(ctx, x_flat, w_xh, hs, d_pre), None, dh0)
 
 
 class _GRUScan(torch.autograd.Function):
@@ -183,9 +194,9 @@ class _GRUScan(torch.autograd.Function):
                 if t:
                     dh_all[t - 1].addcmul_(dh, z_all[t]).addmm_(d_hg[t], w_t)
             dh0 = torch.addcmul(d_hg[0] @ w_t, dh_all[0], z_all[0])
-            d_w, d_b = _weight_grad(hs, d_hg), d_hg.sum((0, 1))
-            d_hg_n.copy_(d_n)  # now the gradient of xg: as hg's for r and z, without the factor r for n
-            return (*_input_grads(ctx, x_flat, w_xh, d_hg), d_w, d_b, dh0)
+            d_w_hh, d_b_h = _summed_products([_flat(hs[:-1])], d_hg)
+            d_hg_n.copy_(d_n)  # d_hg becomes the gradient of xg: the same for r and z, without the factor r for n
+            return (_input_grad(ctx, w_xh, d_hg), *_summed_products([x_flat], d_hg), d_w_hh, d_b_h, dh0)
 
 
 class _LSTMScan(torch.autograd.Function):
@@ -218,7 +229,7 @@ class _LSTMScan(torch.autograd.Function):
         steps, n_batch, hidden = d_out.shape
         with _autocast_off(hs):
             i, f, g, o = act.chunk(4, -1)
-            c_from_h = torch.addcmul(o, o * tanh_c, tanh_c, value=-1)  # dc_t per unit of dh_t: σ(o)(1 − tanh²c)
+            c_from_h = torch.addcmul(o, hs[1:], tanh_c, value=-1)  # dc_t per unit of dh_t: σ(o)(1 − tanh²c)
             # Per unit of dc_t (i, f, g) and of dh_t (o), the gradients of the pre-activations: σ'(i) tanh(g),
             # σ'(f) c_{t-1}, σ(i) (1 − tanh²g) / 2 (g's is doubled) and σ'(o) tanh(c_t), where σ' = σ(1 − σ).
             d_act = torch.addcmul(act, act, act, value=-1)
@@ -240,7 +251,7 @@ class _LSTMScan(torch.autograd.Function):
                 if t:
                     dh_all[t - 1].addmm_(d_act[t], w_t)
             dh0 = d_act[0] @ w_t
-            return (*_input_grads(ctx, x_flat, w_xh, d_act), _weight_grad(hs, d_act), None, dh0, dc)
+            return (*_shared_grads(ctx, x_flat, w_xh, hs, d_act), None, dh0, dc)
 
 
 class RecurrentCell(nn.Module):
