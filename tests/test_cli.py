@@ -68,3 +68,13 @@ def test_unknown_checkpoint_location_is_explained(tmp_path):
     assert result.returncode != 0
     assert "is not inside a run directory" in result.stderr.strip().splitlines()[-1]
     assert not Path(tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_plain_multirun_writes_one_directory_per_job(tmp_path, data_dir):
+    result = run_cli("train.py", "-m", "model=gru,vanilla", *TINY, "test=false", f"paths.data_dir={data_dir}",
+                     root=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "multirun" / "mnist1d").iterdir()
+    assert {"0", "1"} <= {p.name for p in sweep_dir.iterdir()}
+    assert all({"val/acc", "val/acc_best"} <= set(read_scalars(sweep_dir / job)) for job in ("0", "1"))
