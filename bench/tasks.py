@@ -55,7 +55,10 @@ def sample(run_dir: str, prompt: str = "The ", length: int = 300) -> str:
     args = [sys.executable, str(ROOT / "src" / "generate.py"), f"ckpt={run_dir}/checkpoints/last.ckpt",
             f"prompt={prompt}", f"length={length}", "temperature=0.8"]
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    return result.stdout.rsplit("[rnnlab]", 1)[0].strip() if result.returncode == 0 else result.stderr[-500:]
+    if result.returncode != 0:
+        return result.stderr[-500:]
+    text = result.stdout.rsplit("[rnnlab]", 1)[0]
+    return "\n".join(line for line in text.splitlines() if not re.match(r"\[\d{4}-\d\d-\d\d ", line)).strip()
 
 
 def main() -> None:
