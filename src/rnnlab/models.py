@@ -180,6 +180,19 @@ class RecurrentModel(pl.LightningModule):
         np.random.set_state(states["numpy"])
         random.setstate(states["python"])
 
+    def _step(self, stage: str, batch) -> torch.Tensor:
+        """Loss of one batch of ``stage`` (train | val | test), logging the task's metrics."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._step("train", batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._step("test", batch)
+
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -202,30 +215,22 @@ class SequenceClassifier(RecurrentModel):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # a resumed run must remember its best epoch
 
-    def _step(self, stage: str, batch, accuracy: MulticlassAccuracy) -> torch.Tensor:
+    def _step(self, stage: str, batch) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
+        accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step("train", batch, self.train_acc)
-
-    def validation_step(self, batch, batch_idx):
-        self._step("val", batch, self.val_acc)
-
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check's couple of batches is not an epoch
             return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-
-    def test_step(self, batch, batch_idx):
-        self._step("test", batch, self.test_acc)
 
 
 def _detached(state):
@@ -288,15 +293,6 @@ class SequenceRegressor(RecurrentModel):
                 self.log(f"{stage}/within_tol", within, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._step("train", batch)
-
-    def validation_step(self, batch, batch_idx):
-        self._step("val", batch)
-
-    def test_step(self, batch, batch_idx):
-        self._step("test", batch)
-
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
@@ -342,15 +338,6 @@ class LanguageModel(RecurrentModel):
             accuracy(logits.flatten(0, 1), y.flatten())
             self.log(f"{stage}/acc", accuracy, on_epoch=True)
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._step("train", batch)
-
-    def validation_step(self, batch, batch_idx):
-        self._step("val", batch)
-
-    def test_step(self, batch, batch_idx):
-        self._step("test", batch)
 
     def _log_token_metric(self, stage: str) -> torch.Tensor:
         token_loss = getattr(self, f"{stage}_token_loss")
