@@ -142,8 +142,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
 
 def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, float], run_dir: Path) -> str:
     shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.endswith("_best") or k.startswith("test/"))
-    name = f"{cfg.model.cell}-{cfg.model.impl}-h{cfg.model.hidden_size}"
-    return f"[rnnlab] {name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
+    return f"[rnnlab] {cfg.run_name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
