@@ -16,7 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 RUN_CONFIG = "config.yaml"  # the resolved config, saved in every run directory
 
 
-class ConfigError(ValueError):
+class CommandError(Exception):
+    """An error whose one-line message says all a user needs: the command prints it alone (no traceback)."""
+
+
+class ConfigError(CommandError, ValueError):
     """A config value that is not allowed; the message is one line naming it and what is allowed."""
 
 
@@ -142,7 +146,7 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         if error.options is None or not group:
             raise SystemExit(f"error: {error}") from None
         raise SystemExit(f"error: {group}={option!r} is not allowed; allowed: {', '.join(error.options)}") from None
-    except (ConfigError, ConfigCompositionException) as error:
+    except (CommandError, ConfigCompositionException) as error:
         raise SystemExit(f"error: {error}") from None
     except InstantiationException as error:  # a constructor rejected a value (the datamodule, the model)
         if isinstance(error.__cause__, ValueError):

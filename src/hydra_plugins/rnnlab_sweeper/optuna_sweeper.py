@@ -26,6 +26,8 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab.config import CommandError
+
 log = logging.getLogger(__name__)
 
 DIRECTIONS = {"max": "maximize", "min": "minimize"}
@@ -35,8 +37,8 @@ TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial
 SWEEP_ONLY_KEYS = ("hparams_search",)
 
 
-class SweepFailedError(RuntimeError):
-    """Too many (or all) of a sweep's trials failed; the message names the first error."""
+class SweepFailedError(CommandError, RuntimeError):
+    """Too many (or all) of a sweep's trials failed; the message names the first error (printed as one line)."""
 
 
 class SearchSpaceError(ValueError):
