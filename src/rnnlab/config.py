@@ -101,6 +101,7 @@ def _number(key: str, value: Any, *, integer: bool = False, low: float | None = 
 
 def validate(cfg: DictConfig) -> None:
     """Check the values users most often get wrong, before anything is built or written."""
+    from rnnlab.devices import check_trainer
     from rnnlab.encoders import CELLS, ENCODERS
     from rnnlab.models import READOUTS
 
@@ -115,6 +116,7 @@ def validate(cfg: DictConfig) -> None:
     _number("model.optimizer.weight_decay", model.optimizer.get("weight_decay", 0.0), low=0, low_inclusive=True)
     _number("data.batch_size", cfg.data.batch_size, integer=True, low=0)
     _number("trainer.max_epochs", cfg.trainer.max_epochs, integer=True, low=0)
+    check_trainer(cfg.trainer)
 
 
 class ValidateConfig(Callback):

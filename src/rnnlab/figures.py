@@ -63,6 +63,7 @@ class PredictionFigures(pl.Callback):
     def _due(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
         return (
             self.every_n_epochs > 0
+            and trainer.is_global_zero  # only rank 0 writes TensorBoard; other ranks need not draw
             and not trainer.sanity_checking
             and getattr(pl_module, "task", None) is not None
             and pl_module.task.kind == "regression"
@@ -105,7 +106,7 @@ class TextSamples(pl.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module):
         vocabulary = getattr(trainer.datamodule, "vocabulary", None)
-        if (vocabulary is None or trainer.sanity_checking or self.every_n_epochs <= 0
+        if (vocabulary is None or not trainer.is_global_zero or trainer.sanity_checking or self.every_n_epochs <= 0
                 or trainer.current_epoch % self.every_n_epochs):
             return
         from rnnlab.generation import sample_text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -94,13 +95,48 @@ def build_input_layer(task: TaskSpec) -> tuple[nn.Module, int]:
     return INPUT_LAYERS.get(task.encoding)(task)
 
 
+# ------------------------------------------------------------------------------------------- compile
+
+
+class CompiledOrEager:
+    """``fn`` compiled with ``torch.compile``; where compiling fails (torch.compile unsupported here, or the
+    compiler raising on a call) it warns once and runs ``fn`` itself from then on.
+
+    An error of the computation itself is not hidden: the eager call raises it again.
+    """
+
+    def __init__(self, fn: Callable, name: str):
+        self.fn, self.name = fn, name
+        self.compiled: Callable | None = None
+        try:
+            self.compiled = torch.compile(fn)
+        except Exception as error:  # e.g. a Python or platform torch.compile does not support
+            self._fall_back(error)
+
+    def _fall_back(self, error: Exception) -> None:
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        warnings.warn(f"model.compile=true: torch.compile failed for {self.name} ({type(error).__name__}: "
+                      f"{first_line}); running it uncompiled", RuntimeWarning, stacklevel=3)
+        self.compiled = None
+
+    def __call__(self, *args):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as error:
+                self._fall_back(error)
+        return self.fn(*args)
+
+
 # ------------------------------------------------------------------------------------------- modules
 
 
 class RecurrentModel(pl.LightningModule):
     """Encoder + readout + linear head, optimiser and schedule from the config, resumable RNG state.
 
-    Subclasses define the loss and metrics of a task kind.
+    Subclasses define the loss and metrics of a task kind. Epoch-level metrics are synced across processes
+    (``sync_dist``; torchmetrics objects sync themselves), so under DDP every rank logs and returns the same
+    values. ``compile=True`` runs the forward computation through ``torch.compile`` (``CompiledOrEager``).
     """
 
     def __init__(
@@ -115,6 +151,7 @@ class RecurrentModel(pl.LightningModule):
         readout: str = "flatten",
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         # The factories are config objects, not hyperparameters of the weights: keep them out of checkpoints.
@@ -141,6 +178,7 @@ class RecurrentModel(pl.LightningModule):
             self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
+        self._compiled = CompiledOrEager(self._predict_with_state, type(self).__name__) if compile else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, T, D) -> head outputs: (N, T, O) for a per-step task, else (N, O)."""
@@ -148,6 +186,11 @@ class RecurrentModel(pl.LightningModule):
 
     def predict_with_state(self, x: torch.Tensor, state=None):
         """Like ``forward`` from an initial encoder state (torch.nn layout); also returns the final state."""
+        if self._compiled is not None:
+            return self._compiled(x, state)
+        return self._predict_with_state(x, state)
+
+    def _predict_with_state(self, x: torch.Tensor, state=None):
         out, state = self.encoder(self.input_layer(x), state)
         if self.readout is None:
             return self.head(out), state
@@ -222,7 +265,7 @@ class SequenceClassifier(RecurrentModel):
         accuracy = getattr(self, f"{stage}_acc")
         accuracy(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y), sync_dist=True)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss
 
@@ -230,7 +273,7 @@ class SequenceClassifier(RecurrentModel):
         if self.trainer.sanity_checking:  # the sanity check's couple of batches is not an epoch
             return
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
 
 def _detached(state):
@@ -282,7 +325,7 @@ class SequenceRegressor(RecurrentModel):
         x, y = batch
         prediction = self._predict(stage, x)
         loss = F.mse_loss(prediction, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=True)
         if stage != "train":
             mse = getattr(self, f"{stage}_mse")
             mse(prediction, y)
@@ -298,11 +341,11 @@ class SequenceRegressor(RecurrentModel):
             return
         mse = self.val_mse.compute()
         self.val_mse_best(mse)
-        self.log("val/mse_ratio", mse / self.task.trivial_mse)
-        self.log("val/mse_best", self.val_mse_best.compute(), prog_bar=True)
+        self.log("val/mse_ratio", mse / self.task.trivial_mse, sync_dist=True)
+        self.log("val/mse_best", self.val_mse_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
-        self.log("test/mse_ratio", self.test_mse.compute() / self.task.trivial_mse)
+        self.log("test/mse_ratio", self.test_mse.compute() / self.task.trivial_mse, sync_dist=True)
 
 
 class LanguageModel(RecurrentModel):
@@ -331,7 +374,7 @@ class LanguageModel(RecurrentModel):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=True)
         if stage != "train":
             getattr(self, f"{stage}_token_loss").update(loss, weight=y.numel())
             accuracy = getattr(self, f"{stage}_acc")
@@ -343,14 +386,14 @@ class LanguageModel(RecurrentModel):
         token_loss = getattr(self, f"{stage}_token_loss")
         value = self.token_metric(token_loss.compute())
         token_loss.reset()
-        self.log(f"{stage}/{self.task.token_metric}", value, prog_bar=stage == "val")
+        self.log(f"{stage}/{self.task.token_metric}", value, prog_bar=stage == "val", sync_dist=True)
         return value
 
     def on_validation_epoch_end(self) -> None:
         value = self._log_token_metric("val")
         if not self.trainer.sanity_checking:
             self.val_best(value)
-            self.log(f"val/{self.task.token_metric}_best", self.val_best.compute(), prog_bar=True)
+            self.log(f"val/{self.task.token_metric}_best", self.val_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_token_metric("test")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from rnnlab.data import TaskSpec, TensorPairs, _positive, tensor_loader
+from rnnlab.data import TaskSpec, TensorDataModule, TensorPairs, _positive
 
 SPLITS = ("train", "val", "test")
 
@@ -140,7 +139,7 @@ def stateful_chunks(series: torch.Tensor, seq_len: int, streams: int) -> tuple[t
 # --------------------------------------------------------------------------------------------- datamodules
 
 
-class GeneratedDataModule(pl.LightningDataModule):
+class GeneratedDataModule(TensorDataModule):
     """Splits generated up front as tensors; subclasses fill ``self.splits`` and ``self.task``."""
 
     splits: dict[str, TensorPairs]
@@ -152,7 +151,7 @@ class GeneratedDataModule(pl.LightningDataModule):
         self.seed, self.shuffle_seed = seed, shuffle_seed
 
     def _loader(self, split: str) -> DataLoader:
-        return tensor_loader(self.splits[split], self.batch_size, shuffle=split == "train", seed=self.shuffle_seed)
+        return self.loader(split, self.batch_size, shuffle=split == "train", seed=self.shuffle_seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -225,8 +224,13 @@ class SineDataModule(GeneratedDataModule):
                              trivial_mse=trivial_mse(self.series["train"]), stateful=stateful, generative=True)
 
     def _loader(self, split: str) -> DataLoader:
-        if self.stateful:  # one chunk of all streams per batch, in time order
-            return DataLoader(self.splits[split], batch_size=None, shuffle=False)
+        if self.stateful:  # one chunk of all streams per batch, in time order; a process keeps its own streams
+            _, rank, replicas = self.placement()
+            chunks = self.on_device(split)
+            if chunks.x.shape[1] < replicas:
+                raise ValueError(f"data.batch_size={self.batch_size} streams cannot be shared by {replicas} processes")
+            return DataLoader(TensorPairs(chunks.x[:, rank::replicas], chunks.y[:, rank::replicas]),
+                              batch_size=None, shuffle=False)
         return super()._loader(split)
 
     def continuation(self, split: str, seed_len: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:

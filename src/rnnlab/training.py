@@ -14,6 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
+from rnnlab.devices import check_launch, check_trainer
 from rnnlab.models import RecurrentModel
 from rnnlab.sweep import trial_callbacks
 
@@ -108,7 +109,12 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, float]:
-    """Fit, then test with the best checkpoint. Returns every final metric (val/*, test/*) as floats."""
+    """Fit, then test with the best checkpoint. Returns every final metric (val/*, test/*) as floats.
+
+    Under DDP every rank runs this: only rank 0 writes the run directory's files (config, vocabulary, logs,
+    checkpoints), the ranks Lightning launches reuse rank 0's run directory, and every rank returns rank 0's
+    metrics (synced across ranks when logged).
+    """
     validate(cfg)
     set_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
@@ -117,13 +123,15 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
 
     # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
     datamodule, model, trainer = build(cfg, [*extra_callbacks, *trial_callbacks(cfg)])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    vocabulary = getattr(datamodule, "vocabulary", None)
-    if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
-        vocabulary.save(run_dir / VOCABULARY)
-    if not resuming:
-        log_hparams(trainer.loggers, flat_hparams(cfg), model.summary_metrics)
+    check_launch(trainer)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        vocabulary = getattr(datamodule, "vocabulary", None)
+        if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
+            vocabulary.save(run_dir / VOCABULARY)
+        if not resuming:
+            log_hparams(trainer.loggers, flat_hparams(cfg), model.summary_metrics)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -136,7 +144,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     for logger in trainer.loggers:
         logger.finalize("success")
 
-    print(summary_line(cfg, model, metrics, run_dir))
+    metrics = trainer.strategy.broadcast(metrics, src=0)  # one answer, whichever rank is asked
+    if trainer.is_global_zero:
+        print(summary_line(cfg, model, metrics, run_dir))
     return metrics
 
 
@@ -154,9 +164,12 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
 
 
 def load_run(ckpt_path: str, output_dir: str, trainer_overrides: DictConfig | None = None, logger=None):
-    """Datamodule, trained model and trainer of the run that wrote ``ckpt_path`` (its ``config.yaml``)."""
+    """Datamodule, trained model and trainer of the run that wrote ``ckpt_path`` (its ``config.yaml``), on one
+    device (a GPU run on a machine without one: ``trainer.accelerator=cpu``)."""
     run_cfg = OmegaConf.load(run_dir_of_checkpoint(ckpt_path) / RUN_CONFIG)
-    run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, trainer_overrides or {})
+    # One process on one device, whatever the run trained on (DDP would re-run this command per rank).
+    run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, {"devices": 1, "strategy": "auto"}, trainer_overrides or {})
+    check_trainer(run_cfg.trainer)
     run_cfg.logger, run_cfg.callbacks, run_cfg.ckpt_path = logger, None, None
     run_cfg.paths.output_dir = output_dir
     datamodule, model, trainer = build(run_cfg)

@@ -95,6 +95,10 @@ class TensorBoardViews(pl.Callback):
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         if self._counts is None:
             return
+        # Each DDP rank counted its own shard of the test set: the matrix is their sum (every rank takes part).
+        self._counts = trainer.strategy.reduce(self._counts.to(pl_module.device), reduce_op="sum").cpu()
+        if not trainer.is_global_zero:
+            return
         accuracy = float(self._counts.diag().sum() / self._counts.sum())
         log_figure(trainer, "figures/confusion_matrix",
                    confusion_figure(self._counts, f"test confusion matrix (accuracy {accuracy:.3f})"))
