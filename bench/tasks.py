@@ -33,8 +33,8 @@ TASKS = {
 # What the table reports per task (test split).
 REPORTED = {"adding": ["test/mse", "test/mse_ratio", "test/within_tol"], "adding_dynamic": ["test/mse", "test/mse_ratio"],
             "sine": ["test/mse", "test/mse_ratio"], "text_char": ["test/bpc", "test/acc"]}
-QUIET = ["callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false",
-         "+trainer.enable_model_summary=false", "callbacks.gradient_diagnostics.batches_per_epoch=0"]
+QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false", "callbacks.gradient_diagnostics.batches_per_epoch=0"]
 
 
 def run(task: str, cell: str, impl: str, log_dir: str) -> dict[str, str]:

@@ -8,12 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config import register_resolvers
+from rnnlab.config import compose_run_config, register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -26,8 +23,8 @@ TINY = [
     "+trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
-    "+trainer.enable_model_summary=false",
-    "+trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
     "callbacks.rich_progress_bar=null",
     "threads=1",
 ]
@@ -47,15 +44,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` as the CLI would, with the run writing into ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # so ${hydra:...} interpolations resolve
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.data_dir = str(data_dir)
-        del cfg.hydra
-    return cfg
+    return compose_run_config(overrides, output_dir, data_dir, config_name)
 
 
 @pytest.fixture
