@@ -58,7 +58,7 @@ def check_launch(trainer: Any) -> None:
 
     if relaunches_command(trainer) and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise ConfigError(
-            f"trainer.strategy={trainer.strategy.strategy_name!r} with {trainer.world_size} processes cannot run in a "
+            f"trainer.strategy='ddp' with {trainer.world_size} processes cannot run in a "
             "multirun (-m): each sweep job uses one device (trainer=gpu; hydra.sweeper.trials_per_gpu), or run "
             "the DDP training on its own"
         )

@@ -37,6 +37,9 @@ class RnnlabOptunaSweeperConf:
     grace_period: int = 30
     # Rows of the table of best trials printed at the end.
     top_k: int = 5
+    # GPU sweeps (trainer=gpu) with a launcher on this machine (basic, joblib): parallel trial i uses visible
+    # GPU i mod <count>, at most trials_per_gpu trials per GPU run at once; no GPU: trials run on CPU.
+    trials_per_gpu: int = 1
     sampler: Any = None
     pruner: Any = None
     # key: search space, e.g. model.hidden_size: tag(log, int(interval(8, 256)))

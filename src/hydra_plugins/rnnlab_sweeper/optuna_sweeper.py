@@ -35,6 +35,9 @@ SEARCH_TAGS = {"log"}
 TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial
 # Command-line groups that only configure the sweep; a best-trial rerun leaves them out.
 SWEEP_ONLY_KEYS = ("hparams_search",)
+# Launchers that run trials on this machine, whose GPUs the sweeper hands out (others, e.g. SLURM, get theirs
+# from the cluster).
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
 
 
 class SweepFailedError(CommandError, RuntimeError):
@@ -130,11 +133,14 @@ class RnnlabOptunaSweeper(Sweeper):
         pruner: Any,
         params: Optional[Dict[str, str]],
         enqueue: Optional[List[Dict[str, Any]]] = None,
+        trials_per_gpu: int = 1,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"hydra.sweeper.direction={direction!r} is not allowed; allowed: {', '.join(DIRECTIONS)}")
         if n_trials < 1:
             raise ValueError(f"hydra.sweeper.n_trials={n_trials!r} is not allowed; must be >= 1")
+        if not isinstance(trials_per_gpu, int) or trials_per_gpu < 1:
+            raise ValueError(f"hydra.sweeper.trials_per_gpu={trials_per_gpu!r} is not allowed; must be an integer >= 1")
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is not allowed; must be in [0, 1]")
         if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
@@ -150,9 +156,11 @@ class RnnlabOptunaSweeper(Sweeper):
         self.pruner_conf = OmegaConf.to_container(pruner) if pruner is not None else None
         self.params = dict(params or {})
         self.enqueue = [dict(entry) for entry in enqueue or ()]
+        self.trials_per_gpu = trials_per_gpu
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
+        self.gpus: list[Optional[int]] = []  # the GPU of each parallel trial (None: the trial's own trainer config)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -181,11 +189,38 @@ class RnnlabOptunaSweeper(Sweeper):
         return distributions, fixed
 
     def _parallel_jobs(self) -> int:
-        """How many jobs the launcher runs at once (joblib's n_jobs; 1 for the basic launcher)."""
+        """How many jobs the launcher runs at once (joblib's n_jobs, SLURM's array_parallelism; basic: 1)."""
         from rnnlab.sweep import cpu_share
 
-        n_jobs = int(self.config.hydra.launcher.get("n_jobs") or 1)
+        launcher = self.config.hydra.launcher
+        n_jobs = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
         return cpu_share(1) if n_jobs < 0 else n_jobs  # joblib: -1 = one job per core
+
+    def _local_launcher(self) -> bool:
+        """Whether trials run on this machine (its cores and GPUs are shared among them)."""
+        return str(self.config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
+
+    def _gpu_plan(self, parallel: int) -> tuple[int, list[str], list[Optional[int]]]:
+        """(trials run at once, overrides for every trial, the GPU index of each parallel trial or None).
+
+        Only for GPU trials (trainer.accelerator gpu/cuda) on a launcher of this machine: each parallel trial
+        gets its own visible GPU (``gpu_slots``); without any GPU the trials fall back to CPU, with a notice.
+        """
+        from rnnlab.devices import GPU_ACCELERATORS, cuda_device_count, gpu_slots, visible_gpu_names
+
+        accelerator = str(self.config.trainer.get("accelerator", "auto"))
+        if accelerator not in GPU_ACCELERATORS or not self._local_launcher():
+            return parallel, [], [None] * parallel
+        count = cuda_device_count()
+        if count == 0:
+            print(f"[rnnlab] no GPU visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): "
+                  "trials run on CPU (trainer.accelerator=cpu)")
+            return parallel, ["trainer.accelerator=cpu", "trainer.devices=1"], [None] * parallel
+        slots = gpu_slots(parallel, count, self.trials_per_gpu)
+        names = visible_gpu_names(os.environ, count)
+        log.info(f"{len(slots)} trials at a time on GPUs {', '.join(names)} "
+                 f"(hydra.sweeper.trials_per_gpu={self.trials_per_gpu}, launcher jobs {parallel})")
+        return len(slots), [], list(slots)
 
     # --------------------------------------------------------------------------------- sweep
 
@@ -197,9 +232,9 @@ class RnnlabOptunaSweeper(Sweeper):
         distributions, fixed = self._search_space(arguments)
         if not distributions:
             raise SearchSpaceError("nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))")
-        parallel = self._parallel_jobs()
-        per_job = list(fixed)
-        if self.config.get("threads") is None:  # not set by the user: a share of the cores
+        parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
+        per_job = list(fixed) + device_overrides
+        if self.config.get("threads") is None and self._local_launcher():  # not set by the user: a share of the cores
             per_job.append(f"threads={cpu_share(parallel)}")
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -252,13 +287,17 @@ class RnnlabOptunaSweeper(Sweeper):
 
         worker = f"{socket.gethostname()}:{os.getpid()}"
         batch = []
-        for trial in trials:
+        for worker_index, trial in enumerate(trials):
             heartbeats.add(trial._trial_id)
             run_dir = sweep_dir / f"trial_{trial.number}"
             trial.set_user_attr("run_dir", str(run_dir))
             trial.set_user_attr("worker", worker)  # which machine and sweep process ran it
+            gpu = self.gpus[worker_index]
+            if gpu is not None:
+                trial.set_user_attr("gpu", gpu)  # torch's index among the visible GPUs
             batch.append([
                 *per_job,
+                *([f"trainer.devices=[{gpu}]"] if gpu is not None else []),
                 *(f"{key}={override_value(value)}" for key, value in trial.params.items()),
                 f"++{TRIAL_KEY}.storage={override_value(self.storage_url)}",
                 f"++{TRIAL_KEY}.study_name={override_value(self.study_name)}",
