@@ -24,7 +24,7 @@ from rnnlab.config import ConfigError, validate
 from rnnlab.data import EpochSeededBatchSampler, MNIST1DDataModule
 from rnnlab.devices import check_launch, gpu_available, gpu_slots, relaunches_command, visible_gpu_names
 from rnnlab.synthetic import SineDataModule
-from rnnlab.training import build, train
+from rnnlab.training import build, load_run, train
 
 TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 NO_GPU = pytest.mark.skipif(gpu_available(), reason="a GPU is visible here: the no-GPU behaviour cannot be seen")
@@ -143,6 +143,17 @@ def test_ddp_sim_trains_on_two_processes_and_logs_once(tmp_path, data_dir):
     (test_acc,) = [v for _, v in scalars["test/acc"]]
     assert test_acc == pytest.approx(scores_on(run_dir, "best-epoch000.ckpt", "test")[0], abs=1e-6)
     assert f"test/acc={test_acc:.4f}" in summaries[0]
+
+
+def test_eval_and_generation_load_a_ddp_run_on_one_process(make_cfg):
+    cfg = make_cfg("test=false")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    saved.trainer = OmegaConf.merge(saved.trainer, make_cfg("trainer=ddp_sim").trainer)  # as a DDP run saves it
+    OmegaConf.save(saved, run_dir / "config.yaml")
+    _, _, trainer = load_run(str(run_dir / "checkpoints" / "last.ckpt"), str(run_dir / "eval"))
+    assert trainer.world_size == 1 and not relaunches_command(trainer)  # testing here would not re-run pytest
 
 
 # ------------------------------------------------------------------------------------------- data shards on the device
