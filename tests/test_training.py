@@ -45,6 +45,17 @@ def test_other_config_options_compose(make_cfg, overrides):
     assert cfg.model.optimizer.lr > 0
 
 
+def test_progress_bar_off_leaves_out_the_progress_bar_callback(make_cfg):
+    from pytorch_lightning.callbacks import ProgressBar
+
+    from rnnlab.training import build
+
+    cfg = make_cfg("trainer.enable_progress_bar=false", tiny=False)
+    assert cfg.callbacks.rich_progress_bar is not None  # still configured: build must drop it
+    _, _, trainer = build(cfg)
+    assert not any(isinstance(cb, ProgressBar) for cb in trainer.callbacks)
+
+
 def test_lab_recipe_is_the_course_recipe(make_cfg):
     cfg = make_cfg("experiment=lab_recipe", tiny=False)
     assert (cfg.model.hidden_size, cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay) == (10, 0.01, 0.001)

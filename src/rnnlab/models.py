@@ -176,6 +176,7 @@ class RecurrentModel(pl.LightningModule):
         else:
             self.readout = readout_cls(bidirectional)
             self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
+        self.train_loss = MeanMetric()
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self._compiled = CompiledOrEager(self._predict_with_state, type(self).__name__) if compile else None
@@ -228,7 +229,17 @@ class RecurrentModel(pl.LightningModule):
         raise NotImplementedError
 
     def training_step(self, batch, batch_idx):
-        return self._step("train", batch)
+        loss = self._step("train", batch)
+        # train/loss_step every log_every_n_steps and train/loss_epoch, the epoch's mean, kept on the device:
+        # one Lightning ``self.log`` call costs about a millisecond on a CPU, as much as a small model's step.
+        self.train_loss.update(loss.detach(), weight=len(batch[1]))
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes logs at
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss_epoch", self.train_loss.compute())  # torchmetrics' compute syncs across ranks
+        self.train_loss.reset()
 
     def validation_step(self, batch, batch_idx):
         self._step("val", batch)
@@ -263,11 +274,16 @@ class SequenceClassifier(RecurrentModel):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         accuracy = getattr(self, f"{stage}_acc")
-        accuracy(logits, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        accuracy.update(logits, y)
+        if stage != "train":  # train/loss and train/acc are logged once an epoch (see training_step)
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
+            self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=stage == "val")
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.log("train/acc", self.train_acc.compute())
+        self.train_acc.reset()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:  # the sanity check's couple of batches is not an epoch
@@ -325,8 +341,8 @@ class SequenceRegressor(RecurrentModel):
         x, y = batch
         prediction = self._predict(stage, x)
         loss = F.mse_loss(prediction, y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=True)
         if stage != "train":
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
             mse = getattr(self, f"{stage}_mse")
             mse(prediction, y)
             self.log(f"{stage}/mse", mse, on_epoch=True, prog_bar=stage == "val")
@@ -374,8 +390,8 @@ class LanguageModel(RecurrentModel):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, batch_size=len(y), sync_dist=True)
         if stage != "train":
+            self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
             getattr(self, f"{stage}_token_loss").update(loss, weight=y.numel())
             accuracy = getattr(self, f"{stage}_acc")
             accuracy(logits.flatten(0, 1), y.flatten())

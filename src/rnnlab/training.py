@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
@@ -104,6 +104,8 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
         })
     loggers = instantiate_all(logger_cfg)
     callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 
