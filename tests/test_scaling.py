@@ -231,6 +231,7 @@ def test_stateful_streams_are_split_between_ranks():
     shard = list(datamodule.train_dataloader())
     assert len(shard) == len(whole)  # the same chunks in time order, half of the streams
     assert all(torch.equal(s[0], w[0][1::2]) and torch.equal(s[1], w[1][1::2]) for s, w in zip(shard, whole))
+    assert all(s[0].is_contiguous() and s[1].is_contiguous() for s in shard)  # metrics .view() them
 
 
 # ------------------------------------------------------------------------------------------- torch.compile

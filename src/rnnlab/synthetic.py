@@ -229,8 +229,8 @@ class SineDataModule(GeneratedDataModule):
             chunks = self.on_device(split)
             if chunks.x.shape[1] < replicas:
                 raise ValueError(f"data.batch_size={self.batch_size} streams cannot be shared by {replicas} processes")
-            return DataLoader(TensorPairs(chunks.x[:, rank::replicas], chunks.y[:, rank::replicas]),
-                              batch_size=None, shuffle=False)
+            streams = TensorPairs(chunks.x[:, rank::replicas].contiguous(), chunks.y[:, rank::replicas].contiguous())
+            return DataLoader(streams, batch_size=None, shuffle=False)
         return super()._loader(split)
 
     def continuation(self, split: str, seed_len: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
