@@ -18,6 +18,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rnnlab.augment import SeriesAugment
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -208,6 +210,7 @@ class MNIST1DDataModule(TensorDataModule):
         val_size: int = 500,
         split_seed: int = 0,
         shuffle_seed: int = 0,
+        augment: dict | None = None,
     ):
         super().__init__()
         self.data_dir = data_dir
@@ -215,8 +218,16 @@ class MNIST1DDataModule(TensorDataModule):
         self.eval_batch_size = _positive("data.eval_batch_size", eval_batch_size)
         self.val_size = _positive("data.val_size", val_size)
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
+        self.augment = SeriesAugment.from_config(augment)
         self.task = TaskSpec(kind="classification", input_size=1, seq_len=40, output_size=10)
         self.splits: dict[str, TensorPairs] = {}
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Training batches only: augmented on the device (``data.augment``)."""
+        if self.augment.active and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            return self.augment(x), y
+        return batch
 
     def prepare_data(self) -> None:
         mnist1d_arrays(self.data_dir)

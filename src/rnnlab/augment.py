@@ -1,0 +1,72 @@
+"""Random label-preserving transforms of training series, applied on the device, batch by batch.
+
+The kinds are those the mnist1d generator itself applies to its digit templates (circular shift, scaling,
+shear, noise), so an augmented sample looks like one more draw of the same digit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class SeriesAugment:
+    """x (N, T, D) -> x', each sample transformed with its own random draws (torch's global RNG, so a
+    resumed run, which restores it, continues the same sequence of draws).
+
+    shift: circular shift by an integer uniform in [-shift, shift] steps.
+    scale: multiply by 1 + u, u uniform in [-scale, scale].
+    shear: add a linear ramp from -s/2 to s/2 over the sequence, s uniform in [-shear, shear].
+    noise: add Gaussian noise of standard deviation ``noise``.
+    All zero (the default) is the identity.
+    """
+
+    shift: int = 0
+    scale: float = 0.0
+    shear: float = 0.0
+    noise: float = 0.0
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            integer = name == "shift"
+            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < 0:
+                kind = "a non-negative integer" if integer else "a non-negative number"
+                raise ValueError(f"data.augment.{name}={value!r} is not allowed; must be {kind}")
+
+    @classmethod
+    def from_config(cls, config: Mapping | None) -> "SeriesAugment":
+        """From ``data.augment`` (None: off), naming any unknown key and the allowed ones."""
+        config = dict(config or {})
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(config) - set(allowed))
+        if unknown:
+            raise ValueError(f"data.augment.{unknown[0]} is not allowed; allowed: {', '.join(allowed)}")
+        return cls(**config)
+
+    @property
+    def active(self) -> bool:
+        return any(asdict(self).values())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
+        n, steps = x.shape[:2]
+
+        def uniform(bound: float) -> torch.Tensor:  # (N, 1, 1) in [-bound, bound]
+            return (torch.rand(n, 1, 1, device=x.device, dtype=x.dtype) * 2 - 1) * bound
+
+        if self.shift:
+            offsets = torch.randint(-self.shift, self.shift + 1, (n, 1), device=x.device)
+            index = (torch.arange(steps, device=x.device) - offsets) % steps  # (N, T): x'_t = x_{t - offset}
+            x = x.gather(1, index.unsqueeze(-1).expand_as(x))
+        if self.scale:
+            x = x * (1 + uniform(self.scale))
+        if self.shear:
+            ramp = torch.linspace(-0.5, 0.5, steps, device=x.device, dtype=x.dtype).view(1, steps, 1)
+            x = x + uniform(self.shear) * ramp
+        if self.noise:
+            x = x + self.noise * torch.randn_like(x)
+        return x
