@@ -75,6 +75,15 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
+def read_image_tags(run_dir: Path) -> list[str]:
+    """The image tags (figures) in a run directory's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    return accumulator.Tags()["images"]
+
+
 def read_hparams(run_dir: Path) -> tuple[dict, list[str]]:
     """The hyperparameters and declared metric names of a run's HPARAMS summary."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -94,4 +103,4 @@ def read_hparams(run_dir: Path) -> tuple[dict, list[str]]:
     return hparams, metrics
 
 
-__all__ = ["OmegaConf", "compose_config", "read_hparams", "read_scalars", "run_cli", "ROOT", "TINY"]
+__all__ = ["OmegaConf", "compose_config", "read_hparams", "read_image_tags", "read_scalars", "run_cli", "ROOT", "TINY"]

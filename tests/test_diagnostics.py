@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_scalars
+from conftest import read_image_tags, read_scalars
 from rnnlab.diagnostics import GRADIENT_FILE, StepGradients, group_grad_norms, read_grad_by_step, unrolled
 from rnnlab.encoders import build_encoder
 from rnnlab.training import train
@@ -98,14 +98,6 @@ def test_group_norms_are_the_norms_of_each_modules_gradients(make_cfg):
     assert norms["total"] == pytest.approx(float(all_grads.norm()), rel=1e-5)
 
 
-def _images(run_dir: Path) -> list[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
-    accumulator.Reload()
-    return accumulator.Tags()["images"]
-
-
 @pytest.mark.slow
 def test_training_run_logs_gradient_figure_scalars_and_data(make_cfg):
     cfg = make_cfg("model=vanilla", "model.impl=custom", "model.readout=last", "trainer.max_epochs=2",
@@ -130,7 +122,7 @@ def test_training_run_logs_gradient_figure_scalars_and_data(make_cfg):
         assert max(encoder, head) - 1e-6 <= total <= encoder + head + 1e-6
     ratios = [v for _, v in scalars["grad_norm/first_over_last"]]
     assert ratios == pytest.approx([by_epoch[e][0] / by_epoch[e][-1] for e in (0, 1)], rel=1e-4)
-    assert {"diagnostics/grad_by_step", "figures/confusion_matrix"} <= set(_images(run_dir))
+    assert {"diagnostics/grad_by_step", "figures/confusion_matrix"} <= set(read_image_tags(run_dir))
 
 
 @pytest.mark.slow
@@ -140,4 +132,4 @@ def test_turned_off_it_writes_nothing(make_cfg):
     run_dir = Path(cfg.paths.output_dir)
     assert not (run_dir / GRADIENT_FILE).exists()
     assert not any(tag.startswith("grad_norm/") for tag in read_scalars(run_dir))
-    assert "diagnostics/grad_by_step" not in _images(run_dir)
+    assert "diagnostics/grad_by_step" not in read_image_tags(run_dir)

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, TINY, read_scalars, run_cli
+from conftest import CONF, TINY, read_image_tags, read_scalars, run_cli
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import RnnlabOptunaSweeper
 from rnnlab.config import ConfigError, validate
 from rnnlab.data import EpochSeededBatchSampler, MNIST1DDataModule
@@ -63,6 +63,15 @@ def test_other_precisions_are_named(make_cfg, precision):
     with pytest.raises(ConfigError, match=rf"^trainer.precision='{precision}' is not allowed; "
                                           r"allowed: 16-mixed, 32, bf16-mixed$"):
         validate(make_cfg(f"trainer.precision={precision}"))
+
+
+def test_mixed_precision_trains_regression_with_its_figures(make_cfg):
+    # bf16-mixed is the mixed precision a CPU has (16-mixed becomes it there); custom cells under autocast
+    cfg = make_cfg("trainer=cpu", "trainer.precision=bf16-mixed", "data=sine", "data.series_len=2000",
+                   "model.impl=custom", "test=false")
+    metrics = train(cfg)
+    assert 0 < metrics["val/mse"] < float("inf")
+    assert "figures/generation" in read_image_tags(Path(cfg.paths.output_dir))
 
 
 @NO_GPU
