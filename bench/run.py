@@ -1,10 +1,12 @@
-"""Benchmarks entry point (`make bench`, or `python bench/run.py [--quick] [--threads N]`).
+"""Benchmarks entry point (`make bench`, or `python bench/run.py [--quick] [--threads N] [--only a,b]`).
 
-Runs every benchmark and prints their markdown tables at the end. Threads: ``torch.set_num_threads``
+Runs the benchmarks (cells, overhead, sweeps, startup; all by default) and prints their markdown tables
+at the end. Threads: ``torch.set_num_threads``
 is set explicitly, by default to the number of CPU cores this process may use
 (``os.sched_getaffinity``), so results do not depend on torch's own default or on the environment.
 ``--quick`` is a smoke run: few repeats, numbers only indicative. On a busy machine, ``--threads 1
---clock cpu`` times CPU time instead of wall time, which other processes do not inflate.
+--clock cpu`` times CPU time instead of wall time, which other processes do not inflate (cells: this
+thread's; overhead: this process's). Sweeps and start-up time whole commands: always wall time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import time
 
 import torch
 
-import cells as cells_bench  # bench/cells.py (this script's folder is on sys.path)
+import cells as cells_bench  # bench/*.py (this script's folder is on sys.path)
+import overhead as overhead_bench
+import startup as startup_bench
+import sweeps as sweeps_bench
+
+BENCHMARKS = ("cells", "overhead", "sweeps", "startup")
+# The framework-overhead models: the default (LSTM) and the other two cells, hidden size 128, flatten readout.
+OVERHEAD_MODELS = {f"{cell} H=128": [f"model={cell}", "model.hidden_size=128"] for cell in ("lstm", "gru", "vanilla")}
 
 
 def available_cores() -> int:
@@ -37,9 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         default="wall",
         help="wall time, or this thread's CPU time (needs --threads 1; not skewed by other processes)",
     )
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu measures one thread: use it with --threads 1")
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(only) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"--only {unknown[0]!r} is not a benchmark; allowed: {', '.join(BENCHMARKS)}")
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (5 if args.quick else 60)
@@ -49,10 +63,27 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     tables = {}
-    print("cells: forward + backward, N=100, T=40, D=1, float32, CPU, median ms ...", flush=True)
-    tables["Cells: custom vs built-in, forward + backward (N=100, T=40, D=1, float32, CPU)"] = cells_bench.markdown(
-        cells_bench.run(repeats=repeats, warmup=1 if args.quick else 5, clock=clock)
-    )
+    if "cells" in only:
+        print("cells: forward + backward, N=100, T=40, D=1, float32, CPU, median ms ...", flush=True)
+        tables["Cells: custom vs built-in, forward + backward (N=100, T=40, D=1, float32, CPU)"] = cells_bench.markdown(
+            cells_bench.run(repeats=repeats, warmup=1 if args.quick else 5, clock=clock)
+        )
+    if "overhead" in only:
+        print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
+        rows = overhead_bench.run(
+            OVERHEAD_MODELS, epochs=4 if args.quick else 11, rounds=1 if args.quick else 3,
+            clock=time.process_time if args.clock == "cpu" else time.perf_counter,
+        )
+        tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (
+            overhead_bench.markdown(rows))
+    if "sweeps" in only:
+        trials, epochs = (4, 2) if args.quick else (12, 8)
+        print(f"sweeps: {trials} trials x <= {epochs} epochs, three ways ...", flush=True)
+        tables[f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"] = (
+            sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs)))
+    if "startup" in only:
+        print("startup: wall time of commands ...", flush=True)
+        tables["Start-up: wall seconds"] = startup_bench.markdown(startup_bench.run(repeats=1 if args.quick else 3))
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (a busy machine inflates and skews the numbers)")
     for title, table in tables.items():

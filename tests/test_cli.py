@@ -78,3 +78,26 @@ def test_plain_multirun_writes_one_directory_per_job(tmp_path, data_dir):
     (sweep_dir,) = (tmp_path / "multirun" / "mnist1d").iterdir()
     assert {"0", "1"} <= {p.name for p in sweep_dir.iterdir()}
     assert all({"val/acc", "val/acc_best"} <= set(read_scalars(sweep_dir / job)) for job in ("0", "1"))
+
+
+def test_help_and_the_sweep_parent_do_not_import_torch(tmp_path):
+    """`--help` stays fast, and a sweep's parent process (sweeper, storage, results) leaves torch to the
+    trial processes: with parallel trials nobody pays for importing it twice."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['train.py', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('src/train.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import hydra_plugins.rnnlab_sweeper.optuna_sweeper, rnnlab.sweep, rnnlab.devices\n"
+        "heavy = sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]

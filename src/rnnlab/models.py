@@ -233,7 +233,8 @@ class RecurrentModel(pl.LightningModule):
         # train/loss_step every log_every_n_steps and train/loss_epoch, the epoch's mean, kept on the device:
         # one Lightning ``self.log`` call costs about a millisecond on a CPU, as much as a small model's step.
         self.train_loss.update(loss.detach(), weight=len(batch[1]))
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes logs at
+        trainer = self._trainer  # None when a step is called by hand
+        if trainer is not None and (self.global_step + 1) % trainer.log_every_n_steps == 0:  # Lightning's log steps
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         return loss
 

@@ -1,8 +1,7 @@
-"""Optuna sweep helpers shared by the sweeper (``hydra_plugins.rnnlab_sweeper``) and the trial jobs.
+"""Optuna sweep helpers of the sweeper (``hydra_plugins.rnnlab_sweeper``): storage, core shares, results.
 
-A trial job learns its trial from ``optuna_trial.{storage,study_name,number,pruner}`` (set by the sweeper),
-reattaches to it, reports the optimised metric every validation epoch and raises ``optuna.TrialPruned``
-when the pruner says so. The sweeper records the outcome; jobs never finish trials themselves.
+Light on purpose (no torch, no Lightning): the sweep's parent process imports it, and with parallel
+trials only the trial processes should pay for importing torch. The trial side is ``rnnlab.pruning``.
 """
 
 from __future__ import annotations
@@ -15,10 +14,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from rnnlab.config import ConfigError
 
 if TYPE_CHECKING:
     import optuna
@@ -58,62 +55,6 @@ def cpu_share(n_parallel_jobs: int) -> int:
     """torch threads for one of ``n_parallel_jobs`` trials running at once on this machine (at least 1)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // max(1, n_parallel_jobs))
-
-
-# ------------------------------------------------------------------------------------------- job side
-
-
-def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = None) -> "optuna.trial.Trial":
-    """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job.
-
-    ``pruner`` is the sweep's; None means no pruning (not Optuna's default for a loaded study, median).
-    """
-    import optuna
-
-    storage = open_storage(storage_url)
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner or optuna.pruners.NopPruner())
-    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
-    return optuna.trial.Trial(study, trial_id)
-
-
-class OptunaPruning(pl.Callback):
-    """Report ``monitor`` to the trial after every validation epoch; raise ``TrialPruned`` when told to.
-
-    A NaN value is reported as such: the median pruner prunes a trial whose intermediate value is NaN.
-    """
-
-    def __init__(self, trial: "optuna.trial.Trial", monitor: str) -> None:
-        self.trial = trial
-        self.monitor = monitor
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import optuna
-
-        if trainer.sanity_checking:
-            return
-        if self.monitor not in trainer.callback_metrics:
-            logged = ", ".join(sorted(trainer.callback_metrics))
-            raise ConfigError(f"optimized_metric={self.monitor!r} was not logged; logged: {logged}")
-        value = float(trainer.callback_metrics[self.monitor])
-        epoch = trainer.current_epoch
-        self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.monitor}={value:.4g}")
-
-
-def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """The pruning callback when this run is a sweep trial (``optuna_trial.number`` set), else nothing.
-
-    ``optuna_trial.pruner`` is the sweep's resolved pruner config, handed over by the sweeper.
-    """
-    spec = cfg.get("optuna_trial")
-    if not spec or spec.get("number") is None:
-        return []
-    from hydra.utils import instantiate
-
-    pruner = instantiate(spec.pruner) if spec.get("pruner") else None
-    trial = attach_trial(spec.storage, spec.study_name, int(spec.number), pruner)
-    return [OptunaPruning(trial, cfg.optimized_metric)]
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -16,7 +16,7 @@ from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from rnnlab.config import RUN_CONFIG, ConfigError, run_dir_of_checkpoint, validate
 from rnnlab.devices import check_launch, check_trainer
 from rnnlab.models import RecurrentModel
-from rnnlab.sweep import trial_callbacks
+from rnnlab.pruning import trial_callbacks
 
 VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints
 
