@@ -33,6 +33,19 @@ def test_shift_rolls_each_sample_circularly_within_the_bound():
     assert len(set(offsets)) > 3  # each sample draws its own shift
 
 
+def test_stretch_dilates_time_by_a_bounded_factor_per_sample():
+    torch.manual_seed(3)
+    ramp = torch.arange(40.0).view(1, 40, 1).repeat(16, 1, 1)
+    out = SeriesAugment(stretch=0.2)(ramp)
+    middle = out[:, 15:25, 0]  # away from the circular seam, a ramp stays a ramp: slope 1 / (1 + u)
+    slopes = middle[:, 1:] - middle[:, :-1]
+    assert torch.allclose(slopes, slopes[:, :1].expand_as(slopes), atol=1e-4)
+    assert slopes.min() >= 1 / 1.2 - 1e-4 and slopes.max() <= 1 / 0.8 + 1e-4 and slopes[:, 0].std() > 0.01
+    assert torch.allclose(out[:, 19:21].mean(1), ramp[:, 19:21].mean(1), atol=1e-4)  # the middle stays put
+    constant = torch.full((4, 40, 1), 2.5)
+    assert torch.allclose(SeriesAugment(stretch=0.3)(constant), constant)
+
+
 def test_scale_shear_and_noise_stay_within_their_bounds():
     torch.manual_seed(2)
     x = _batch().abs() + 0.5
@@ -51,14 +64,15 @@ def test_scale_shear_and_noise_stay_within_their_bounds():
 
 def test_device_and_dtype_follow_the_input():
     x = _batch().double()
-    out = SeriesAugment(shift=2, scale=0.1, shear=0.1, noise=0.01)(x)
+    out = SeriesAugment(shift=2, stretch=0.1, scale=0.1, shear=0.1, noise=0.01)(x)
     assert out.dtype == torch.float64 and out.device == x.device and out.shape == x.shape
 
 
 @pytest.mark.parametrize(
     "config, message",
     [({"shift": -1}, "data.augment.shift=-1 is not allowed"), ({"noise": "a"}, "data.augment.noise='a'"),
-     ({"rotate": 1}, "data.augment.rotate is not allowed; allowed: shift, scale, shear, noise")],
+     ({"stretch": 1.0}, "data.augment.stretch=1.0 is not allowed; must be < 1"),
+     ({"rotate": 1}, "data.augment.rotate is not allowed; allowed: shift, stretch, scale, shear, noise")],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(config, message):
     with pytest.raises(ValueError, match=message):

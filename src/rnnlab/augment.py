@@ -1,7 +1,7 @@
 """Random label-preserving transforms of training series, applied on the device, batch by batch.
 
-The kinds are those the mnist1d generator itself applies to its digit templates (circular shift, scaling,
-shear, noise), so an augmented sample looks like one more draw of the same digit.
+The kinds are those the mnist1d generator itself applies to its digit templates (circular shift, time
+dilation, scaling, shear, noise), so an augmented sample looks like one more draw of the same digit.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ class SeriesAugment:
     resumed run, which restores it, continues the same sequence of draws).
 
     shift: circular shift by an integer uniform in [-shift, shift] steps.
+    stretch: dilate time around the middle by 1 + u, u uniform in [-stretch, stretch] (linear
+    interpolation between circular neighbours, as the series are circularly shifted anyway).
     scale: multiply by 1 + u, u uniform in [-scale, scale].
     shear: add a linear ramp from -s/2 to s/2 over the sequence, s uniform in [-shear, shear].
     noise: add Gaussian noise of standard deviation ``noise``.
@@ -25,11 +27,14 @@ class SeriesAugment:
     """
 
     shift: int = 0
+    stretch: float = 0.0
     scale: float = 0.0
     shear: float = 0.0
     noise: float = 0.0
 
     def __post_init__(self):
+        if isinstance(self.stretch, (int, float)) and not isinstance(self.stretch, bool) and self.stretch >= 1:
+            raise ValueError(f"data.augment.stretch={self.stretch!r} is not allowed; must be < 1")
         for name, value in asdict(self).items():
             integer = name == "shift"
             if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < 0:
@@ -62,6 +67,18 @@ class SeriesAugment:
             offsets = torch.randint(-self.shift, self.shift + 1, (n, 1), device=x.device)
             index = (torch.arange(steps, device=x.device) - offsets) % steps  # (N, T): x'_t = x_{t - offset}
             x = x.gather(1, index.unsqueeze(-1).expand_as(x))
+        if self.stretch:
+            middle = (steps - 1) / 2
+            t = torch.arange(steps, device=x.device, dtype=x.dtype)
+            source = (middle + (t - middle) / (1 + uniform(self.stretch)[:, :, 0])) % steps  # (N, T): x'_t = x(source)
+            below = source.floor()
+            weight = (source - below).unsqueeze(-1)
+            below = below.long()
+
+            def at(index: torch.Tensor) -> torch.Tensor:
+                return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+            x = torch.lerp(at(below), at((below + 1) % steps), weight)
         if self.scale:
             x = x * (1 + uniform(self.scale))
         if self.shear:
