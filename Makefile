@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install train eval generate test bench tensorboard sweep dashboard compare clean
+.PHONY: install train eval generate test bench task-results adding-lengths tensorboard sweep dashboard compare clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ dashboard: install
 # The README's task results table (several minutes).
 task-results: install
 	$(PY) bench/tasks.py $(ARGS)
+
+# The adding problem's longest seq_len each cell solves within one budget (README "Results").
+adding-lengths: install
+	$(PY) bench/adding_lengths.py $(ARGS)
 
 # Vanilla, GRU and LSTM x 3 seeds on MNIST-1D (conf/experiment/compare_cells.yaml), then the report of
 # that sweep (written by the experiment's Hydra callback when the sweep ends): report.md and report.png in

@@ -37,8 +37,10 @@ QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"
          "trainer.enable_model_summary=false", "callbacks.gradient_diagnostics.batches_per_epoch=0"]
 
 
-def run(task: str, cell: str, impl: str, log_dir: str) -> dict[str, str]:
-    args = [sys.executable, str(ROOT / "src" / "train.py"), *TASKS[task], f"model={cell}", f"model.impl={impl}",
+def run(overrides: list[str], cell: str, impl: str, log_dir: str) -> dict[str, str]:
+    """Train one cell with ``overrides`` through src/train.py; its summary line's metrics, the run dir and the
+    wall time (or the error)."""
+    args = [sys.executable, str(ROOT / "src" / "train.py"), *overrides, f"model={cell}", f"model.impl={impl}",
             f"paths.log_dir={log_dir}", *QUIET]
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
@@ -74,7 +76,7 @@ def main() -> None:
     for task in options.tasks:
         results = {}
         for cell in options.cells:
-            m = results[cell] = run(task, cell, options.impl, options.log_dir)
+            m = results[cell] = run(TASKS[task], cell, options.impl, options.log_dir)
             shown = m["error"] if "error" in m else ", ".join(
                 f"{key.split('/')[1]} {float(m[key]):.4f}" for key in REPORTED[task] if key in m)
             rows.append(f"| {task} | {cell}-{options.impl} | {shown} | {m['seconds']} s |")

@@ -62,6 +62,27 @@ def test_step_gradients_equal_backpropagation_through_time_by_hand(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_bidirectional_encoders_record_output_gradients_and_leave_training_unchanged(impl):
+    torch.manual_seed(2)
+    encoder = build_encoder(impl, "gru", input_size=2, hidden_size=4, bidirectional=True).double()
+    x, w = torch.randn(3, 7, 2, dtype=torch.float64), torch.randn(3, 7, 8, dtype=torch.float64)
+
+    def gradients(capture: bool):
+        encoder.zero_grad()
+        with StepGradients(encoder) if capture else torch.enable_grad() as hooks:
+            out, _ = encoder(x)
+            out.retain_grad()
+            (out * w).pow(2).sum().backward()
+        return out.grad, [p.grad.clone() for p in encoder.parameters()], hooks
+
+    out_grad, plain, _ = gradients(capture=False)
+    _, hooked, capture = gradients(capture=True)
+    for a, b in zip(plain, hooked):  # the hook only reads the gradient
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(capture.norms[0], out_grad.norm(dim=-1).mean(dim=0).float())
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_vanilla_gradient_vanishes_where_an_lstm_with_open_forget_gates_keeps_it(impl):
     torch.manual_seed(0)
     hidden, steps = 16, 30

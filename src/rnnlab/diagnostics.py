@@ -94,7 +94,11 @@ class StepGradients:
             if out.requires_grad:
                 norms = torch.zeros(out.shape[1])
                 self.norms.append(norms)
-                out.register_hook(lambda grad: norms.copy_(self._reduce(grad)))
+
+                def record(grad: torch.Tensor) -> None:  # returns None: the gradient flows on unchanged
+                    norms.copy_(self._reduce(grad))
+
+                out.register_hook(record)
             return None
         x, state = inputs[0], (inputs[1] if len(inputs) > 1 else None)
         norms = torch.zeros(x.shape[1])
