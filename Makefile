@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install train eval generate test bench task-results adding-lengths tensorboard sweep dashboard compare clean
+.PHONY: install train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ dashboard: install
 # The README's task results table (several minutes).
 task-results: install
 	$(PY) bench/tasks.py $(ARGS)
+
+# The tuned MNIST-1D configs (conf/experiment/mnist1d_best_*), 3 seeds each: the README's results table.
+results: install
+	$(PY) bench/results.py $(ARGS)
 
 # The adding problem's longest seq_len each cell solves within one budget (README "Results").
 adding-lengths: install

@@ -1,7 +1,7 @@
 """The adding problem: the longest sequence each cell solves (test MSE < 0.01) within a fixed budget.
 
     python bench/adding_lengths.py                      # make adding-lengths
-    python bench/adding_lengths.py --cells lstm --lengths 100 200 400 --impl custom
+    python bench/adding_lengths.py --cells lstm --lengths 100 200 400 --impl custom --threads 1
 
 For each cell the sequence length grows through ``--lengths`` until one is not solved (longer ones are
 not tried). Every run has the same budget (``BUDGET``: model, optimiser, epochs over the same number of
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=["vanilla", "gru", "lstm"], choices=["vanilla", "gru", "lstm"])
     parser.add_argument("--lengths", nargs="+", type=int, default=[50, 100, 200, 400])
     parser.add_argument("--impl", default="builtin", choices=["builtin", "custom"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
     parser.add_argument("--log-dir", default=str(ROOT / "logs" / "adding-lengths"))
     options = parser.parse_args()
     rows = ["| cell | seq_len | test mse | within 0.04 | solved | wall time |", "|---|---|---|---|---|---|"]
@@ -32,7 +33,8 @@ def main() -> None:
     for cell in options.cells:
         longest[cell] = None
         for length in sorted(options.lengths):
-            m = run([*BUDGET, f"data.seq_len={length}"], cell, options.impl, options.log_dir)
+            threads = [f"threads={options.threads}"] if options.threads else []
+            m = run([*BUDGET, f"data.seq_len={length}", *threads], cell, options.impl, options.log_dir)
             if "error" in m:
                 rows.append(f"| {cell}-{options.impl} | {length} | {m['error']} | | no | {m['seconds']} s |")
                 print(rows[-1], flush=True)
