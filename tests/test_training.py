@@ -37,7 +37,8 @@ def test_every_model_and_data_composes_and_builds(make_cfg, model, data):
 @pytest.mark.parametrize(
     "overrides",
     [["trainer=gpu"], ["trainer=default"], ["logger=csv"], ["callbacks=early_stopping"], ["callbacks=none"],
-     ["experiment=lab_recipe"], ["debug=fdr"], ["debug=limit"], ["model/optimizer=adam", "~model/scheduler"]],
+     ["experiment=lab_recipe"], *[[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("mnist1d_best_*"))],
+     ["debug=fdr"], ["debug=limit"], ["model/optimizer=adam", "~model/scheduler"]],
     ids=lambda o: " ".join(o),
 )
 def test_other_config_options_compose(make_cfg, overrides):
@@ -54,6 +55,15 @@ def test_progress_bar_off_leaves_out_the_progress_bar_callback(make_cfg):
     assert cfg.callbacks.rich_progress_bar is not None  # still configured: build must drop it
     _, _, trainer = build(cfg)
     assert not any(isinstance(cb, ProgressBar) for cb in trainer.callbacks)
+
+
+@pytest.mark.slow
+def test_a_tuned_experiment_trains_end_to_end_with_augmentation(make_cfg):
+    """experiment=mnist1d_best_gru at a tiny size: augmented training batches through a real Trainer."""
+    cfg = make_cfg("experiment=mnist1d_best_gru")
+    assert cfg.model.cell == "gru" and cfg.data.augment.shift > 0
+    metrics = train(cfg)
+    assert 0 <= metrics["test/acc"] <= 1
 
 
 def test_lab_recipe_is_the_course_recipe(make_cfg):
