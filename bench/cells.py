@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from rnnlab import fused
 from rnnlab.cells import RNNStack, to_torch
 from rnnlab.encoders import CELLS
 
@@ -80,4 +81,6 @@ def markdown(rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for cell, hidden, custom, builtin, ratio in rows:
         lines.append(f"| {cell} | {hidden} | {custom:.2f} | {builtin:.2f} | {ratio:.2f}× |")
-    return "\n".join(lines)
+    # Which LSTM recurrence the custom rows timed: without a C++ compiler it falls back to the slower eager one.
+    lstm = "fused C++ kernels (rnnlab.fused)" if fused.lstm_ops(torch.zeros(1)) is not None else "eager (RNNLAB_FUSED=0 or no build)"
+    return "\n".join(lines) + f"\n\nCustom LSTM: {lstm}."

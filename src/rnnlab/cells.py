@@ -21,6 +21,9 @@ step by step in place and runs the gate arithmetic on preallocated buffers witho
 graph; its backward is hand-written back-propagation through time: per step one matrix product and
 a few element-wise kernels, the derivative factors and the weight gradients for all steps at once.
 tanh is computed as 2σ(2a) − 1 (torch's CPU sigmoid kernel is several times faster than its tanh).
+On the CPU in float32/float64 the LSTM's time loops run in C++ (``rnnlab.fused``: the gate arithmetic
+of a step in one loop, each thread taking a block of batch rows through the whole sequence), compiled
+on first use; elsewhere, or with ``RNNLAB_FUSED=0``, the same recurrence runs eagerly.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from rnnlab import fused
 from rnnlab.encoders import build_encoder
 from rnnlab.registry import Registry
 
@@ -207,18 +211,22 @@ class _LSTMScan(torch.autograd.Function):
         ctx, x: Tensor, w_xh: Tensor, b_x: Tensor, w_hh: Tensor, b_h: None, h0: Tensor, c0: Tensor
     ) -> tuple[Tensor, Tensor]:
         steps, hidden = x.shape[0], h0.shape[-1]
+        ctx.fused = fused.lstm_ops(x)  # the C++ time loop (rnnlab.fused), or None: the eager one below
         with _autocast_off(x):
             x_flat = _flat(x)
             hs, cs = _states(h0, steps), _states(c0, steps)
             act = torch.addmm(b_x, x_flat, w_xh).view(steps, -1, 4 * hidden)  # xg, to become σ(i), σ(f), tanh(g), σ(o)
             tanh_c = torch.empty_like(hs[1:])
-            minus_one = x.new_full((), -1.0)
-            h_all, c_all, act_all, tanh_c_all = hs.unbind(0), cs.unbind(0), act.unbind(0), tanh_c.unbind(0)
-            for t in range(steps):
-                i, f, g, o = act_all[t].addmm_(h_all[t], w_hh).sigmoid_().chunk(4, 1)
-                c = torch.mul(f, c_all[t], out=c_all[t + 1]).addcmul_(i, _tanh_from_sigmoid(g, minus_one))
-                tc = _tanh_from_sigmoid(torch.add(c, c, out=tanh_c_all[t]).sigmoid_(), minus_one)
-                torch.mul(o, tc, out=h_all[t + 1])
+            if ctx.fused is not None:
+                ctx.fused.lstm_forward(act, w_hh, hs, cs, tanh_c)
+            else:
+                minus_one = x.new_full((), -1.0)
+                h_all, c_all, act_all, tanh_c_all = hs.unbind(0), cs.unbind(0), act.unbind(0), tanh_c.unbind(0)
+                for t in range(steps):
+                    i, f, g, o = act_all[t].addmm_(h_all[t], w_hh).sigmoid_().chunk(4, 1)
+                    c = torch.mul(f, c_all[t], out=c_all[t + 1]).addcmul_(i, _tanh_from_sigmoid(g, minus_one))
+                    tc = _tanh_from_sigmoid(torch.add(c, c, out=tanh_c_all[t]).sigmoid_(), minus_one)
+                    torch.mul(o, tc, out=h_all[t + 1])
         ctx.save_for_backward(x_flat, w_xh, w_hh, hs, cs, act, tanh_c)
         return hs[1:], cs[-1]
 
@@ -228,6 +236,11 @@ class _LSTMScan(torch.autograd.Function):
         x_flat, w_xh, w_hh, hs, cs, act, tanh_c = ctx.saved_tensors
         steps, n_batch, hidden = d_out.shape
         with _autocast_off(hs):
+            if ctx.fused is not None:
+                dc = d_cn.clone(memory_format=torch.contiguous_format)  # dc_T in, dc_0 out
+                d_act, dh0 = torch.empty_like(act), torch.empty_like(dc)
+                ctx.fused.lstm_backward(act, w_hh.t(), cs, tanh_c, d_out.contiguous(), dh0, dc, d_act)
+                return (*_shared_grads(ctx, x_flat, w_xh, hs, d_act), None, dh0, dc)
             i, f, g, o = act.chunk(4, -1)
             c_from_h = torch.addcmul(o, hs[1:], tanh_c, value=-1)  # dc_t per unit of dh_t: σ(o)(1 − tanh²c)
             # Per unit of dc_t (i, f, g) and of dh_t (o), the gradients of the pre-activations: σ'(i) tanh(g),
