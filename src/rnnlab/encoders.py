@@ -59,6 +59,23 @@ def build_encoder(impl: str, cell: str, **kwargs) -> nn.Module:
     return ENCODERS.get(impl)(check_cell(cell), **kwargs)
 
 
+def set_forget_bias(encoder: nn.Module, value: float) -> None:
+    """Start an LSTM's forget gates open: in every layer and direction, the forget gate's input bias becomes
+    ``value`` and its recurrent bias 0, so their sum is ``value`` (1 is the usual choice; with the default
+    init the gate starts near σ(0) = 0.5 and the cell forgets half its state per step).
+
+    Works on both implementations: torch.nn.LSTM's ``bias_ih_l*`` / ``bias_hh_l*`` and the custom cells'
+    ``bias_xh`` / ``bias_hh`` all hold the gates in the order i, f, g, o.
+    """
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith(("bias_ih", "bias_xh")):
+                param.view(4, -1)[1].fill_(value)
+            elif leaf.startswith("bias_hh"):
+                param.view(4, -1)[1].zero_()
+
+
 def top_layer_state(state: torch.Tensor | tuple[torch.Tensor, torch.Tensor], bidirectional: bool) -> torch.Tensor:
     """Final hidden state of the top layer, both directions concatenated: (L·dirs, N, H) -> (N, dirs·H)."""
     h_n = state[0] if isinstance(state, tuple) else state

@@ -19,7 +19,7 @@ from torchmetrics import MaxMetric, MeanMetric, MeanSquaredError, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from rnnlab.data import TaskSpec
-from rnnlab.encoders import build_encoder, top_layer_state
+from rnnlab.encoders import build_encoder, set_forget_bias, top_layer_state
 from rnnlab.registry import Registry
 
 # ------------------------------------------------------------------------------------------- readouts
@@ -149,6 +149,7 @@ class RecurrentModel(pl.LightningModule):
         dropout: float = 0.0,
         bidirectional: bool = False,
         readout: str = "flatten",
+        forget_bias: float | None = None,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
         compile: bool = False,
@@ -168,6 +169,11 @@ class RecurrentModel(pl.LightningModule):
             dropout=dropout,
             bidirectional=bidirectional,
         )
+        if forget_bias is not None:
+            if cell != "lstm":
+                raise ValueError(f"model.forget_bias={forget_bias} is for model=lstm only, not model.cell={cell!r}; "
+                                 "leave it null")
+            set_forget_bias(self.encoder, float(forget_bias))
         readout_cls = READOUTS.get(readout)
         dirs_hidden = hidden_size * (2 if bidirectional else 1)
         if task.per_step:  # many-to-many: the head reads every step's output, no readout
