@@ -17,7 +17,7 @@ from tasks import ROOT, run  # bench/tasks.py
 
 SOLVED_MSE = 0.01
 BUDGET = ["data=adding", "model.readout=last", "model.hidden_size=64", "model.optimizer.lr=0.01",
-          "model.optimizer.weight_decay=0", "trainer.gradient_clip_val=1.0", "trainer.max_epochs=20"]
+          "model.optimizer.weight_decay=0", "trainer.gradient_clip_val=1.0", "trainer.max_epochs=40"]
 # Cell-specific initialisation, part of the budget: the LSTM starts with its forget gates open (bias 1).
 CELL_INIT = {"lstm": ["model.forget_bias=1.0"]}
 
