@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         default="wall",
         help="wall time, or this thread's CPU time (needs --threads 1; not skewed by other processes)",
     )
+    parser.add_argument("--sweep-epochs", type=int, default=15, help="epochs per sweep trial (make sweep's budget: 15)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (
             overhead_bench.markdown(rows))
     if "sweeps" in only:
-        trials, epochs = (4, 2) if args.quick else (12, 8)
+        trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
         print(f"sweeps: {trials} trials x <= {epochs} epochs, three ways ...", flush=True)
         tables[f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"] = (
             sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs)))

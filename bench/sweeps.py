@@ -49,7 +49,7 @@ def study_summary(storage: str, study_name: str) -> tuple[str, float]:
     return counts, study.best_value
 
 
-def run(trials: int = 12, epochs: int = 8, data_dir: Path | None = None) -> list[tuple]:
+def run(trials: int = 12, epochs: int = 15, data_dir: Path | None = None) -> list[tuple]:
     """Rows of COLUMNS, one per mode; speed-up is the first mode's wall time over this one's."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="rnnlab-sweep-bench-") as tmp:
