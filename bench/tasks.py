@@ -37,11 +37,11 @@ QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"
          "trainer.enable_model_summary=false", "callbacks.gradient_diagnostics.batches_per_epoch=0"]
 
 
-def run(overrides: list[str], cell: str, impl: str, log_dir: str) -> dict[str, str]:
-    """Train one cell with ``overrides`` through src/train.py; its summary line's metrics, the run dir and the
-    wall time (or the error)."""
+def run(overrides: list[str], cell: str, impl: str, log_dir: str, quiet: list[str] = QUIET) -> dict[str, str]:
+    """Train one cell with ``overrides`` (then ``quiet``) through src/train.py; its summary line's metrics, the
+    run dir and the wall time (or the error)."""
     args = [sys.executable, str(ROOT / "src" / "train.py"), *overrides, f"model={cell}", f"model.impl={impl}",
-            f"paths.log_dir={log_dir}", *QUIET]
+            f"paths.log_dir={log_dir}", *quiet]
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
