@@ -247,6 +247,28 @@ def test_a_sweep_killed_mid_trial_resumes_keeping_completed_trials(tmp_path, dat
     assert all(t.state == TrialState.COMPLETE for t in after[len(before):])
 
 
+@pytest.mark.slow
+def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, data_dir):
+    # Two joblib workers, one long trial and three one-epoch ones: the short trials run one after another in the
+    # other slot while the long one still trains. (Batch-synchronous launching would start trials 2 and 3 only
+    # after trial 0, the slowest of the first batch, had ended.)
+    result = sweep(
+        tmp_path, data_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=4", "trainer.max_epochs=choice(1, 100)",
+        enqueue(*({"trainer.max_epochs": epochs, "model.optimizer.lr": lr}  # distinct: enqueue skips duplicates
+                  for epochs, lr in [(100, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)])),
+    )
+    assert_ok(result)
+    trials = load(sqlite_url(tmp_path)).trials
+    assert states(load(sqlite_url(tmp_path))) == ["COMPLETE"] * 4
+    assert [t.params["trainer.max_epochs"] for t in trials] == [100, 1, 1, 1]
+    long_trial_end = trials[0].datetime_complete
+    assert all(t.datetime_complete < long_trial_end for t in trials[1:]), [(t.datetime_start, t.datetime_complete) for t in trials]
+    assert all(t.user_attrs["worker"] == trials[0].user_attrs["worker"] for t in trials)  # one sweep process
+    trial_cfg = yaml.safe_load((Path(trials[3].user_attrs["run_dir"]) / "config.yaml").read_text())
+    assert trial_cfg["threads"] == cpu_share(2)
+
+
 TWO_WORKERS = ["hydra.sweeper.n_trials=3", "threads=1"]  # one core each
 
 

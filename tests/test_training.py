@@ -100,6 +100,41 @@ def test_readouts_and_stacking_train(make_cfg):
         assert math.isfinite(metrics["val/loss"])
 
 
+def test_label_smoothing_and_readout_dropout_act_in_training_only(make_cfg):
+    import torch
+    import torch.nn.functional as F
+
+    cfg = make_cfg("model.readout_dropout=0.5", "model.label_smoothing=0.2")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, task=datamodule.task)
+    x, y = datamodule.splits["train"].x[:16], datamodule.splits["train"].y[:16]
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.equal(model(x), model(x))  # dropout on the head's inputs
+    torch.manual_seed(1)
+    loss = model.cross_entropy("train", model(x), y)
+    torch.manual_seed(1)
+    assert loss.item() == pytest.approx(F.cross_entropy(model(x), y, label_smoothing=0.2).item())
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        assert torch.equal(logits, model(x))
+        val_loss = model.cross_entropy("val", logits, y).item()
+    assert val_loss == pytest.approx(F.cross_entropy(logits, y).item())
+    assert val_loss != pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.2).item())
+
+
+def test_label_smoothing_is_refused_for_regression(make_cfg):
+    from hydra.errors import InstantiationException
+
+    cfg = make_cfg("data=adding", "model.label_smoothing=0.1")
+    datamodule = instantiate(cfg.data)
+    with pytest.raises(InstantiationException) as error:
+        instantiate(cfg.model, task=datamodule.task)
+    assert "model.label_smoothing=0.1 is for classification and language modelling" in str(error.value.__cause__)
+
+
 def test_missing_optimized_metric_names_the_logged_ones(make_cfg):
     cfg = make_cfg("optimized_metric=val/f1", "callbacks.model_checkpoint.monitor=val/acc", "test=false")
     with pytest.raises(ValueError, match=r"optimized_metric='val/f1' was not logged; logged: .*val/acc_best"):

@@ -137,6 +137,8 @@ def validate(cfg: DictConfig) -> None:
     _number("model.hidden_size", model.hidden_size, integer=True, low=0)
     _number("model.num_layers", model.num_layers, integer=True, low=0)
     _number("model.dropout", model.dropout, low=0, low_inclusive=True, high=1)
+    _number("model.readout_dropout", model.get("readout_dropout", 0.0), low=0, low_inclusive=True, high=1)
+    _number("model.label_smoothing", model.get("label_smoothing", 0.0), low=0, low_inclusive=True, high=1)
     _number("model.optimizer.lr", model.optimizer.lr, low=0)
     _number("model.optimizer.weight_decay", model.optimizer.get("weight_decay", 0.0), low=0, low_inclusive=True)
     _number("data.batch_size", cfg.data.batch_size, integer=True, low=0)

@@ -150,6 +150,8 @@ class RecurrentModel(pl.LightningModule):
         bidirectional: bool = False,
         readout: str = "flatten",
         forget_bias: float | None = None,
+        readout_dropout: float = 0.0,
+        label_smoothing: float = 0.0,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., object] | None = None,
         compile: bool = False,
@@ -182,6 +184,8 @@ class RecurrentModel(pl.LightningModule):
         else:
             self.readout = readout_cls(bidirectional)
             self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
+        # Dropout on the features the head reads (a flatten readout gives the head T·H inputs to overfit).
+        self.readout_dropout = nn.Dropout(readout_dropout) if readout_dropout > 0 else nn.Identity()
         self.train_loss = MeanMetric()
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
@@ -200,8 +204,8 @@ class RecurrentModel(pl.LightningModule):
     def _predict_with_state(self, x: torch.Tensor, state=None):
         out, state = self.encoder(self.input_layer(x), state)
         if self.readout is None:
-            return self.head(out), state
-        return self.head(self.readout(out, state)), state
+            return self.head(self.readout_dropout(out)), state
+        return self.head(self.readout_dropout(self.readout(out, state))), state
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
@@ -233,6 +237,12 @@ class RecurrentModel(pl.LightningModule):
     def _step(self, stage: str, batch) -> torch.Tensor:
         """Loss of one batch of ``stage`` (train | val | test), logging the task's metrics."""
         raise NotImplementedError
+
+    def cross_entropy(self, stage: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of logits (M, C) against class indices (M,); label smoothing in training only, so
+        val/loss and test/loss stay comparable between runs with different smoothing."""
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        return F.cross_entropy(logits, targets, label_smoothing=smoothing)
 
     def training_step(self, batch, batch_idx):
         loss = self._step("train", batch)
@@ -279,7 +289,7 @@ class SequenceClassifier(RecurrentModel):
     def _step(self, stage: str, batch) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = self.cross_entropy(stage, logits, y)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy.update(logits, y)
         if stage != "train":  # train/loss and train/acc are logged once an epoch (see training_step)
@@ -317,6 +327,9 @@ class SequenceRegressor(RecurrentModel):
         super().__init__(task, **kwargs)
         if not task.trivial_mse:
             raise ValueError(f"regression task {task} needs a positive trivial_mse")
+        if self.hparams.label_smoothing:
+            raise ValueError(f"model.label_smoothing={self.hparams.label_smoothing} is for classification and language "
+                             "modelling, not regression; leave it 0")
         self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
         self.val_mse_best = MinMetric()
         self.val_mse_best.persistent(True)
@@ -396,7 +409,7 @@ class LanguageModel(RecurrentModel):
     def _step(self, stage: str, batch) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss = self.cross_entropy(stage, logits.flatten(0, 1), y.flatten())
         if stage != "train":
             self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(y), sync_dist=True)
             getattr(self, f"{stage}_token_loss").update(loss, weight=y.numel())

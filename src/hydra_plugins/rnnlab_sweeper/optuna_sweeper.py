@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -258,19 +259,38 @@ class RnnlabOptunaSweeper(Sweeper):
                  f"up to {self.n_trials} in all; sweep dir {sweep_dir}")
         heartbeats = _Heartbeats(storage, self.heartbeat_interval)
         outcomes: list[tuple[int, str, Optional[str]]] = []  # (trial number, state, error) of this run
-        try:
-            while True:
+        lock = threading.Lock()  # one ask (and count of started trials) at a time across the trial slots
+
+        def next_trial():
+            """The next trial to run, asked from the stored study; None once it holds n_trials (or too many
+            of this run's trials failed)."""
+            with lock:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
                 remaining = self.n_trials - len(study.get_trials(deepcopy=False, states=started_states))
                 if remaining <= 0 or self._too_many_failures(outcomes):
-                    break
+                    return None
                 with warnings.catch_warnings():
                     # Optuna warns that heartbeats are meant for optimize(); _Heartbeats does that job here.
                     warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    trials = [study.ask(distributions) for _ in range(min(parallel, remaining))]
-                outcomes += self._run_batch(study, trials, per_job, sweep_dir, heartbeats)
+                    return study.ask(distributions)
+
+        def run_slot(slot: int) -> None:
+            # A slot asks for its next trial as soon as its last one ends (completed, pruned or failed): a pruned
+            # trial frees its worker at once instead of idling until the slowest trial of a batch is done.
+            while (trial := next_trial()) is not None:
+                outcome = self._run_trial(study, trial, slot, per_job, sweep_dir, heartbeats)
+                with lock:
+                    outcomes.append(outcome)
+
+        try:
+            if parallel == 1:
+                run_slot(0)  # in this thread: the basic launcher runs the trial in this process
+            else:
+                with ThreadPoolExecutor(parallel, thread_name_prefix="trial-slot") as slots:
+                    for done in [slots.submit(run_slot, slot) for slot in range(parallel)]:
+                        done.result()
         finally:
             heartbeats.close()
 
@@ -282,39 +302,38 @@ class RnnlabOptunaSweeper(Sweeper):
         self._raise_on_failures(outcomes)
         return outcomes
 
-    def _run_batch(self, study, trials, per_job: list[str], sweep_dir: Path, heartbeats: _Heartbeats):
+    def _run_trial(self, study, trial, slot: int, per_job: list[str], sweep_dir: Path, heartbeats: _Heartbeats):
+        """Launch one trial as a job of the configured launcher in parallel slot ``slot``; its outcome."""
         from rnnlab.sweep import override_value
 
-        worker = f"{socket.gethostname()}:{os.getpid()}"
-        batch = []
-        for worker_index, trial in enumerate(trials):
-            heartbeats.add(trial._trial_id)
-            run_dir = sweep_dir / f"trial_{trial.number}"
-            trial.set_user_attr("run_dir", str(run_dir))
-            trial.set_user_attr("worker", worker)  # which machine and sweep process ran it
-            gpu = self.gpus[worker_index]
-            if gpu is not None:
-                trial.set_user_attr("gpu", gpu)  # torch's index among the visible GPUs
-            batch.append([
-                *per_job,
-                *([f"trainer.devices=[{gpu}]"] if gpu is not None else []),
-                *(f"{key}={override_value(value)}" for key, value in trial.params.items()),
-                f"++{TRIAL_KEY}.storage={override_value(self.storage_url)}",
-                f"++{TRIAL_KEY}.study_name={override_value(self.study_name)}",
-                f"++{TRIAL_KEY}.number={trial.number}",
-                f"++{TRIAL_KEY}.pruner={override_value(self.pruner_conf)}",
-                f"hydra.sweep.dir={override_value(str(sweep_dir))}",
-                f"hydra.sweep.subdir={run_dir.name}",
-            ])
+        heartbeats.add(trial._trial_id)
+        run_dir = sweep_dir / f"trial_{trial.number}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and sweep process
+        gpu = self.gpus[slot]
+        if gpu is not None:
+            trial.set_user_attr("gpu", gpu)  # torch's index among the visible GPUs
+        overrides = [
+            *per_job,
+            *([f"trainer.devices=[{gpu}]"] if gpu is not None else []),
+            *(f"{key}={override_value(value)}" for key, value in trial.params.items()),
+            f"++{TRIAL_KEY}.storage={override_value(self.storage_url)}",
+            f"++{TRIAL_KEY}.study_name={override_value(self.study_name)}",
+            f"++{TRIAL_KEY}.number={trial.number}",
+            f"++{TRIAL_KEY}.pruner={override_value(self.pruner_conf)}",
+            f"hydra.sweep.dir={override_value(str(sweep_dir))}",
+            f"hydra.sweep.subdir={run_dir.name}",
+        ]
         try:
-            self.validate_batch_is_legal(batch)
-            returns: Sequence[Any] = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-        except Exception as error:  # composition or launcher failure: the whole batch failed, the sweep goes on
-            returns = [error] * len(trials)
-        outcomes = [self._tell(study, trial, result) for trial, result in zip(trials, returns)]
-        for trial in trials:
+            # No validate_batch_is_legal: it composes the job's config once more in this process (~0.3 s a
+            # trial); a config that does not compose fails in the launcher just the same, and lands below.
+            result: Any = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+        except Exception as error:  # composition or launcher failure: the trial failed, the sweep goes on
+            result = error
+        try:
+            return self._tell(study, trial, result)
+        finally:
             heartbeats.discard(trial._trial_id)
-        return outcomes
 
     def _tell(self, study, trial, result: Any) -> tuple[int, str, Optional[str]]:
         import optuna
