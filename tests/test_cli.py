@@ -20,6 +20,7 @@ from conftest import TINY, read_scalars, run_cli
         ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1 is not allowed; must be > 0"),
         ("model.readout=attention", "model.readout='attention' is not allowed; allowed: flatten, last, mean"),
         ("model.impl=fast", "model.impl='fast' is not allowed; allowed: builtin, custom"),
+        ("test_ckpt=final", "test_ckpt='final' is not allowed; allowed: best, last"),
         ("model.readout_dropout=1", "model.readout_dropout=1 is not allowed; must be < 1"),
         ("model.label_smoothing=-0.1", "model.label_smoothing=-0.1 is not allowed; must be >= 0"),
         ("ckpt_path=missing.ckpt", "ckpt_path='missing.ckpt' is not a file"),

@@ -57,6 +57,25 @@ def test_progress_bar_off_leaves_out_the_progress_bar_callback(make_cfg):
     assert not any(isinstance(cb, ProgressBar) for cb in trainer.callbacks)
 
 
+def test_test_ckpt_last_tests_the_final_weights(make_cfg, tmp_path, data_dir):
+    import torch
+
+    # "Best" = the highest val/loss, so the best checkpoint is an early epoch and differs from the final weights.
+    cfg = make_cfg("test_ckpt=last", "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=val/loss",
+                   "callbacks.model_checkpoint.mode=max")
+    metrics = train(cfg)
+    checkpoint_dir = Path(cfg.paths.output_dir) / "checkpoints"
+    best = next(checkpoint_dir.glob("best-*.ckpt"))
+    assert best.name != "best-epoch002.ckpt"
+    # last.ckpt holds the final epoch even though the monitored metric stopped improving (resume needs it)
+    assert torch.load(checkpoint_dir / "last.ckpt", weights_only=False)["epoch"] == 2
+    tested = {}
+    for name, ckpt in (("last", checkpoint_dir / "last.ckpt"), ("best", best)):
+        tested[name] = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / f"eval-{name}", data_dir))
+    assert tested["last"] == pytest.approx({k: v for k, v in metrics.items() if k.startswith("test/")}, abs=1e-6)
+    assert tested["best"]["test/loss"] != pytest.approx(metrics["test/loss"], abs=1e-6)
+
+
 @pytest.mark.slow
 def test_a_tuned_experiment_trains_end_to_end_with_augmentation(make_cfg):
     """experiment=mnist1d_best_gru at a tiny size: augmented training batches through a real Trainer."""

@@ -124,6 +124,9 @@ def _number(key: str, value: Any, *, integer: bool = False, low: float | None = 
         raise ConfigError(f"{key}={value!r} is not allowed; must be < {high}")
 
 
+TEST_CHECKPOINTS = ("best", "last")  # what train.py tests after fitting (conf/train.yaml test_ckpt)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values users most often get wrong, before anything is built or written."""
     from rnnlab.devices import check_trainer
@@ -143,6 +146,7 @@ def validate(cfg: DictConfig) -> None:
     _number("model.optimizer.weight_decay", model.optimizer.get("weight_decay", 0.0), low=0, low_inclusive=True)
     _number("data.batch_size", cfg.data.batch_size, integer=True, low=0)
     _number("trainer.max_epochs", cfg.trainer.max_epochs, integer=True, low=0)
+    _one_of("test_ckpt", cfg.get("test_ckpt", "best"), TEST_CHECKPOINTS)
     check_trainer(cfg.trainer)
 
 

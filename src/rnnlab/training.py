@@ -82,7 +82,8 @@ def log_hparams(loggers: list[Logger], params: dict[str, Any], metric_names: tup
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)), None)
+    """The callback keeping the best checkpoint (the one with a monitored metric; last.ckpt's has none)."""
+    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
 
 
 def _global_step_of(ckpt_path: str) -> int:
@@ -111,7 +112,7 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, float]:
-    """Fit, then test with the best checkpoint. Returns every final metric (val/*, test/*) as floats.
+    """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``). Returns every final metric (val/*, test/*) as floats.
 
     Under DDP every rank runs this: only rank 0 writes the run directory's files (config, vocabulary, logs,
     checkpoints), the ranks Lightning launches reuse rank 0's run directory, and every rank returns rank 0's
@@ -141,7 +142,9 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     checkpoint = _checkpoint_callback(trainer)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=False)
+        # ckpt_path None: the model as fit left it (its final weights)
+        tested = best if cfg.get("test_ckpt", "best") == "best" else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     for logger in trainer.loggers:
         logger.finalize("success")
