@@ -8,7 +8,9 @@ nothing logged, validation accuracy computed after each epoch. Same model class,
 batch size. An epoch is timed from the start of one training epoch to the start of the next, so
 rnnlab's includes validation, logging, checkpointing and, every 5th epoch, the gradient diagnostics;
 the first epoch (warm-up) is left out. The two alternate ``rounds`` times in one process; each round's
-mean epoch is taken (so periodic work counts at its rate), and the medians of those are compared.
+mean epoch is taken (so periodic work counts at its rate), and the fastest round of each is compared: on a
+shared machine other processes only ever add time, so the least-disturbed round is the best estimate of
+each loop's own cost (as ``timeit`` advises).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def run(
     models: dict[str, list[str]], epochs: int = 11, rounds: int = 3, data_dir: Path | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> list[tuple]:
-    """Rows of COLUMNS: median seconds per epoch of each model's config through rnnlab and the plain loop.
+    """Rows of COLUMNS: seconds per epoch (fastest round) of each model's config through rnnlab and the plain loop.
 
     ``clock``: wall time, or ``time.process_time`` (CPU time of all this process's threads: with one torch
     thread, other processes on the machine do not inflate it).
@@ -112,7 +114,7 @@ def run(
                 for which in order:
                     measure = rnnlab_epochs if which == "rnnlab" else plain_epochs
                     times[which].append(statistics.mean(measure(overrides, epochs, workdir, data_dir, clock)))
-            rnnlab, plain = statistics.median(times["rnnlab"]), statistics.median(times["plain"])
+            rnnlab, plain = min(times["rnnlab"]), min(times["plain"])
             rows.append((name, rnnlab, plain, rnnlab / plain))
     return rows
 

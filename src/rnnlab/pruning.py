@@ -7,6 +7,7 @@ when the pruner says so. The sweeper records the outcome; jobs never finish tria
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
@@ -26,10 +27,17 @@ def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = N
     """
     import optuna
 
-    storage = open_storage(storage_url)
+    storage = _trial_storage(storage_url)
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner or optuna.pruners.NopPruner())
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
     return optuna.trial.Trial(study, trial_id)
+
+
+@lru_cache(maxsize=4)
+def _trial_storage(storage_url: str):
+    # One storage (engine, connection pool, schema check) per process and URL: a sequential sweep runs all its
+    # trials in one process, and opening a storage costs ~0.1 s.
+    return open_storage(storage_url)
 
 
 class OptunaPruning(pl.Callback):
