@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             overhead_bench.markdown(rows))
     if "sweeps" in only:
         trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
-        print(f"sweeps: {trials} trials x <= {epochs} epochs, three ways ...", flush=True)
+        print(f"sweeps: {trials} trials x <= {epochs} epochs, {len(sweeps_bench.MODES)} ways ...", flush=True)
         tables[f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"] = (
             sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs)))
     if "startup" in only:
