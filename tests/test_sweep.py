@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import ROOT, compose_config, run_cli
+from conftest import ROOT, compose_config, read_scalars, run_cli
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import distribution_of
 from rnnlab.sweep import cpu_share
 
@@ -124,6 +124,22 @@ def test_thread_share_divides_the_cores_among_parallel_trials():
     cores = cpu_share(1)
     assert cpu_share(2) == max(1, cores // 2)
     assert cpu_share(10 * cores) == 1
+
+
+def test_cores_are_shared_among_the_running_trials_of_this_host():
+    from rnnlab.pruning import running_on_host
+
+    study = optuna.create_study()
+    workers = ["here:1", "here:2", "there:1", None]
+    for worker in workers:
+        trial = study.ask()
+        if worker:
+            trial.set_user_attr("worker", worker)
+    finished = study.ask()  # a finished trial does not count
+    finished.set_user_attr("worker", "here:1")
+    study.tell(finished, 1.0)
+    assert running_on_host(study, "here") == 2 and running_on_host(study, "there") == 1
+    assert running_on_host(study, "elsewhere") == 0
 
 
 def test_bad_sweeper_options_are_named(tmp_path, data_dir):
@@ -266,7 +282,10 @@ def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, dat
     assert all(t.datetime_complete < long_trial_end for t in trials[1:]), [(t.datetime_start, t.datetime_complete) for t in trials]
     assert all(t.user_attrs["worker"] == trials[0].user_attrs["worker"] for t in trials)  # one sweep process
     trial_cfg = yaml.safe_load((Path(trials[3].user_attrs["run_dir"]) / "config.yaml").read_text())
-    assert trial_cfg["threads"] == cpu_share(2)
+    assert trial_cfg["threads"] == cpu_share(2) and trial_cfg["optuna_trial"]["share_cores"] is True
+    # The long trial shared the cores while the short ones ran, then took them all (ShareCores).
+    threads = [v for _, v in read_scalars(tmp_path / "logs" / "mnist1d" / "sweeps" / STUDY / "trial_0")["trial/threads"]]
+    assert threads[0] == cpu_share(2) and threads[-1] == cpu_share(1), threads
 
 
 TWO_WORKERS = ["hydra.sweeper.n_trials=3", "threads=1"]  # one core each

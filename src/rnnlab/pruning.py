@@ -7,14 +7,16 @@ when the pruner says so. The sweeper records the outcome; jobs never finish tria
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 
 from rnnlab.config import ConfigError
-from rnnlab.sweep import open_storage
+from rnnlab.sweep import cpu_share, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -65,8 +67,39 @@ class OptunaPruning(pl.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.monitor}={value:.4g}")
 
 
+def running_on_host(study: "optuna.Study", host: str) -> int:
+    """How many of the study's trials are running on ``host`` (their ``worker`` attribute is ``host:pid``)."""
+    import optuna
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return sum(str(t.user_attrs.get("worker", "")).rsplit(":", 1)[0] == host for t in running)
+
+
+class ShareCores(pl.Callback):
+    """Trials of one sweep running on this machine split its cores: at the start of every training epoch this
+    trial takes ``cores // (the study's trials running on this host)`` torch threads.
+
+    So a trial's cores do not sit idle once it ends: when a parallel sweep runs out of trials to start, the
+    ones still running take them over (the last, often the largest, trial of a two-worker sweep finishes
+    on both cores). The count is logged as ``trial/threads``. Set by the sweeper only when ``threads`` was
+    not given (``optuna_trial.share_cores``); the thread count changes the float summation order, so such
+    a trial is not bit-for-bit repeatable.
+    """
+
+    def __init__(self, study: "optuna.Study", host: str | None = None) -> None:
+        self.study, self.host = study, host or socket.gethostname()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        threads = cpu_share(max(1, running_on_host(self.study, self.host)))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        for logger in trainer.loggers:
+            logger.log_metrics({"trial/threads": float(threads)}, step=trainer.global_step)
+
+
 def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """The pruning callback when this run is a sweep trial (``optuna_trial.number`` set), else nothing.
+    """The pruning callback (and ``ShareCores`` when ``optuna_trial.share_cores``) when this run is a sweep
+    trial (``optuna_trial.number`` set), else nothing.
 
     ``optuna_trial.pruner`` is the sweep's resolved pruner config, handed over by the sweeper.
     """
@@ -77,4 +110,7 @@ def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
 
     pruner = instantiate(spec.pruner) if spec.get("pruner") else None
     trial = attach_trial(spec.storage, spec.study_name, int(spec.number), pruner)
-    return [OptunaPruning(trial, cfg.optimized_metric)]
+    callbacks: list[pl.Callback] = [OptunaPruning(trial, cfg.optimized_metric)]
+    if spec.get("share_cores"):
+        callbacks.append(ShareCores(trial.study))
+    return callbacks

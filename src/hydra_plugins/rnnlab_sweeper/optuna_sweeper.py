@@ -235,8 +235,8 @@ class RnnlabOptunaSweeper(Sweeper):
             raise SearchSpaceError("nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))")
         parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
         per_job = list(fixed) + device_overrides
-        if self.config.get("threads") is None and self._local_launcher():  # not set by the user: a share of the cores
-            per_job.append(f"threads={cpu_share(parallel)}")
+        if self.config.get("threads") is None and self._local_launcher():  # not set by the user: a share of the cores,
+            per_job += [f"threads={cpu_share(parallel)}", f"++{TRIAL_KEY}.share_cores=true"]  # rebalanced each epoch
 
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
