@@ -162,6 +162,7 @@ class RnnlabOptunaSweeper(Sweeper):
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
         self.gpus: list[Optional[int]] = []  # the GPU of each parallel trial (None: the trial's own trainer config)
+        self._study_lock = threading.Lock()  # parallel slots share the study object
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -259,12 +260,11 @@ class RnnlabOptunaSweeper(Sweeper):
                  f"up to {self.n_trials} in all; sweep dir {sweep_dir}")
         heartbeats = _Heartbeats(storage, self.heartbeat_interval)
         outcomes: list[tuple[int, str, Optional[str]]] = []  # (trial number, state, error) of this run
-        lock = threading.Lock()  # one ask (and count of started trials) at a time across the trial slots
 
         def next_trial():
             """The next trial to run, asked from the stored study; None once it holds n_trials (or too many
             of this run's trials failed)."""
-            with lock:
+            with self._study_lock:  # one ask (and count of started trials) at a time across the slots
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
@@ -281,7 +281,7 @@ class RnnlabOptunaSweeper(Sweeper):
             # trial frees its worker at once instead of idling until the slowest trial of a batch is done.
             while (trial := next_trial()) is not None:
                 outcome = self._run_trial(study, trial, slot, per_job, sweep_dir, heartbeats)
-                with lock:
+                with self._study_lock:
                     outcomes.append(outcome)
 
         try:
@@ -331,7 +331,8 @@ class RnnlabOptunaSweeper(Sweeper):
         except Exception as error:  # composition or launcher failure: the trial failed, the sweep goes on
             result = error
         try:
-            return self._tell(study, trial, result)
+            with self._study_lock:  # the slots' tells (and the sampler's after-trial work) one at a time
+                return self._tell(study, trial, result)
         finally:
             heartbeats.discard(trial._trial_id)
 
