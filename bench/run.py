@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     if "overhead" in only:
         print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
         rows = overhead_bench.run(
-            OVERHEAD_MODELS, epochs=4 if args.quick else 11, rounds=1 if args.quick else 3,
+            OVERHEAD_MODELS, epochs=4 if args.quick else 12, rounds=1 if args.quick else 3,
             clock=time.process_time if args.clock == "cpu" else time.perf_counter,
         )
         tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (

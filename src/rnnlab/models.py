@@ -186,7 +186,9 @@ class RecurrentModel(pl.LightningModule):
             self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
         # Dropout on the features the head reads (a flatten readout gives the head T·H inputs to overfit).
         self.readout_dropout = nn.Dropout(readout_dropout) if readout_dropout > 0 else nn.Identity()
-        self.train_loss = MeanMetric()
+        # Per-step metric updates stay on the device: no NaN scan (a NaN loss stays NaN in the epoch mean instead
+        # of being dropped with a warning) and, for train/acc, no label checks (cross-entropy checks the labels).
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self._compiled = CompiledOrEager(self._predict_with_state, type(self).__name__) if compile else None
@@ -280,7 +282,7 @@ class SequenceClassifier(RecurrentModel):
     def __init__(self, task: TaskSpec, **kwargs):
         super().__init__(task, **kwargs)
         num_classes = task.output_size
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
