@@ -26,6 +26,14 @@ import sweeps as sweeps_bench
 BENCHMARKS = ("cells", "overhead", "sweeps", "startup")
 # The framework-overhead models: the default (LSTM) and the other two cells, hidden size 128, flatten readout.
 OVERHEAD_MODELS = {f"{cell} H=128": [f"model={cell}", "model.hidden_size=128"] for cell in ("lstm", "gru", "vanilla")}
+# --overhead-ablation: the vanilla model again with one feature off at a time (where the overhead goes).
+OVERHEAD_ABLATION = {
+    f"vanilla H=128, {name}": [*OVERHEAD_MODELS["vanilla H=128"], *overrides] for name, overrides in {
+        "no gradient diagnostics": ["callbacks.gradient_diagnostics.batches_per_epoch=0"],
+        "no checkpoints": ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"],
+        "callbacks=none": ["callbacks=none"],
+    }.items()
+}
 
 
 def available_cores() -> int:
@@ -47,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         help="wall time, or this thread's CPU time (needs --threads 1; not skewed by other processes)",
     )
     parser.add_argument("--sweep-epochs", type=int, default=15, help="epochs per sweep trial (make sweep's budget: 15)")
+    parser.add_argument("--overhead-ablation", action="store_true",
+                        help="overhead: also the vanilla model with diagnostics, checkpoints or all callbacks off")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
@@ -71,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "overhead" in only:
         print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
+        models = {**OVERHEAD_MODELS, **(OVERHEAD_ABLATION if args.overhead_ablation else {})}
         rows = overhead_bench.run(
-            OVERHEAD_MODELS, epochs=4 if args.quick else 12, rounds=1 if args.quick else 3,
+            models, epochs=4 if args.quick else 12, rounds=1 if args.quick else 3,
             clock=time.process_time if args.clock == "cpu" else time.perf_counter,
         )
         tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (
