@@ -152,6 +152,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     metrics = trainer.strategy.broadcast(metrics, src=0)  # one answer, whichever rank is asked
     if trainer.is_global_zero:
         print(summary_line(cfg, model, metrics, run_dir))
+    # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
+    # abort the finished process ("terminate called without an active exception", exit code -6).
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.strategy.barrier("rnnlab-teardown")
+        torch.distributed.destroy_process_group()
     return metrics
 
 
