@@ -9,9 +9,10 @@ batch size. An epoch is timed from the start of one training epoch to the start 
 rnnlab's includes validation, logging, checkpointing and, every 5th epoch, the gradient diagnostics;
 the first epoch (warm-up) and the last (whose interval would end after what runs once when training
 ends: rnnlab's gradient figure) are left out, so with 12 epochs epochs 2-11 are timed, two of them
-diagnosed. The two alternate ``rounds`` times in one process; each round's mean epoch is taken (so periodic work counts at its rate), and the fastest round of each is compared: on a
-shared machine other processes only ever add time, so the least-disturbed round is the best estimate of
-each loop's own cost (as ``timeit`` advises).
+diagnosed. The two alternate ``rounds`` times in one process; each round's mean epoch is taken (so
+periodic work counts at its rate), and the fastest round of each is compared: on a shared machine other
+processes only ever add time, so the least-disturbed round is the best estimate of each loop's own cost
+(as ``timeit`` advises).
 """
 
 from __future__ import annotations
