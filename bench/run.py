@@ -32,6 +32,9 @@ OVERHEAD_ABLATION = {
         "no gradient diagnostics": ["callbacks.gradient_diagnostics.batches_per_epoch=0"],
         "no checkpoints": ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"],
         "callbacks=none": ["callbacks=none"],
+        # The floor: what the Trainer itself costs (its loops, hooks and closures) with nothing of rnnlab's added.
+        "Lightning alone (no callbacks, checkpoints or logger)": [
+            "callbacks=none", "+trainer.enable_checkpointing=false", "~logger"],
     }.items()
 }
 
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
         models = {**OVERHEAD_MODELS, **(OVERHEAD_ABLATION if args.overhead_ablation else {})}
         rows = overhead_bench.run(
-            models, epochs=4 if args.quick else 12, rounds=1 if args.quick else 3,
+            models, epochs=4 if args.quick else 22,
             clock=time.process_time if args.clock == "cpu" else time.perf_counter,
         )
         tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (
