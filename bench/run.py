@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--sweep-epochs", type=int, default=15, help="epochs per sweep trial (make sweep's budget: 15)")
     parser.add_argument("--overhead-ablation", action="store_true",
-                        help="overhead: also the vanilla model with diagnostics, checkpoints or all callbacks off")
+                        help="overhead: also the vanilla model with diagnostics, checkpoints or all callbacks off, and Lightning alone")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
