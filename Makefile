@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare clean
+.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare clean
 
 install: $(STAMP)
 
@@ -30,7 +30,16 @@ eval: install
 generate: install
 	$(PY) src/generate.py $(ARGS)
 
-test: install
+# The formatter and linter (ruff, configured in pyproject.toml); `make format` applies both fixes.
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install lint
 	$(PY) -m pytest $(ARGS)
 
 bench: install

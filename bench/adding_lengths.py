@@ -11,13 +11,19 @@ training sequences), stated in the README beside the table. Prints a markdown ta
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tasks import ROOT, run  # bench/tasks.py
 
 SOLVED_MSE = 0.01
-BUDGET = ["data=adding", "model.readout=last", "model.hidden_size=64", "model.optimizer.lr=0.01",
-          "model.optimizer.weight_decay=0", "trainer.gradient_clip_val=1.0", "trainer.max_epochs=40"]
+BUDGET = [
+    "data=adding",
+    "model.readout=last",
+    "model.hidden_size=64",
+    "model.optimizer.lr=0.01",
+    "model.optimizer.weight_decay=0",
+    "trainer.gradient_clip_val=1.0",
+    "trainer.max_epochs=40",
+]
 # Cell-specific initialisation, part of the budget: the LSTM starts with its forget gates open (bias 1).
 CELL_INIT = {"lstm": ["model.forget_bias=1.0"]}
 
@@ -44,8 +50,10 @@ def main() -> None:
                 break
             mse = float(m["test/mse"])
             solved = mse < SOLVED_MSE
-            rows.append(f"| {cell}-{options.impl} | {length} | {mse:.4f} | {float(m['test/within_tol']):.3f} | "
-                        f"{'yes' if solved else 'no'} | {m['seconds']} s |")
+            rows.append(
+                f"| {cell}-{options.impl} | {length} | {mse:.4f} | {float(m['test/within_tol']):.3f} | "
+                f"{'yes' if solved else 'no'} | {m['seconds']} s |"
+            )
             print(rows[-1], flush=True)
             if not solved:
                 break

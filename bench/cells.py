@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -82,5 +82,9 @@ def markdown(rows: list[tuple]) -> str:
     for cell, hidden, custom, builtin, ratio in rows:
         lines.append(f"| {cell} | {hidden} | {custom:.2f} | {builtin:.2f} | {ratio:.2f}× |")
     # Which LSTM recurrence the custom rows timed: without a C++ compiler it falls back to the slower eager one.
-    lstm = "fused C++ kernels (rnnlab.fused)" if fused.lstm_ops(torch.zeros(1)) is not None else "eager (RNNLAB_FUSED=0 or no build)"
+    lstm = (
+        "fused C++ kernels (rnnlab.fused)"
+        if fused.lstm_ops(torch.zeros(1)) is not None
+        else "eager (RNNLAB_FUSED=0 or no build)"
+    )
     return "\n".join(lines) + f"\n\nCustom LSTM: {lstm}."

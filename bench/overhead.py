@@ -23,8 +23,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -52,8 +52,12 @@ class PlainLoop:
         self.model = instantiate(cfg.model, task=datamodule.task)
         train_split, self.val_split = datamodule.splits["train"], datamodule.splits["val"]
         # Its own generator: the plain loop's shuffling leaves rnnlab's random stream alone.
-        self.loader = DataLoader(TensorDataset(train_split.x, train_split.y), batch_size=cfg.data.batch_size,
-                                 shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
+        self.loader = DataLoader(
+            TensorDataset(train_split.x, train_split.y),
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.model.optimizer.lr)
 
     def epoch(self) -> float:
@@ -90,16 +94,25 @@ class Interleave(pl.Callback):
         return list(zip(self.rnnlab_times[1:], self.plain_times[2:]))
 
 
-def paired_epochs(overrides: list[str], epochs: int, workdir: Path, data_dir: Path,
-                  clock: Callable[[], float] = time.perf_counter) -> list[tuple[float, float]]:
+def paired_epochs(
+    overrides: list[str], epochs: int, workdir: Path, data_dir: Path, clock: Callable[[], float] = time.perf_counter
+) -> list[tuple[float, float]]:
     """(rnnlab s, plain s) of each timed epoch pair of one interleaved run of ``epochs`` epochs."""
     from rnnlab.training import train
 
     interleave = Interleave(PlainLoop(overrides, workdir, data_dir), clock)
     cfg = compose_run_config(
-        [*SAME_OPTIMISER, *QUIET, *overrides, f"trainer.max_epochs={epochs}", "test=false", f"threads={torch.get_num_threads()}",
-         f"paths.log_dir={workdir / 'logs'}"],
-        output_dir=workdir / f"run{time.monotonic_ns()}", data_dir=data_dir,
+        [
+            *SAME_OPTIMISER,
+            *QUIET,
+            *overrides,
+            f"trainer.max_epochs={epochs}",
+            "test=false",
+            f"threads={torch.get_num_threads()}",
+            f"paths.log_dir={workdir / 'logs'}",
+        ],
+        output_dir=workdir / f"run{time.monotonic_ns()}",
+        data_dir=data_dir,
     )
     train(cfg, extra_callbacks=[interleave])
     return interleave.pairs()
@@ -113,8 +126,12 @@ def summarise(name: str, pairs: list[tuple[float, float]]) -> tuple:
     return name, rnnlab, plain, rnnlab / plain, (quartiles[0], quartiles[2])
 
 
-def run(models: dict[str, list[str]], epochs: int = 22, data_dir: Path | None = None,
-        clock: Callable[[], float] = time.perf_counter) -> list[tuple]:
+def run(
+    models: dict[str, list[str]],
+    epochs: int = 22,
+    data_dir: Path | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[tuple]:
     """Rows of COLUMNS, one interleaved run of ``epochs`` epochs per model.
 
     ``clock``: wall time, or ``time.process_time`` (CPU time of all this process's threads: with one torch
@@ -123,8 +140,10 @@ def run(models: dict[str, list[str]], epochs: int = 22, data_dir: Path | None = 
     with tempfile.TemporaryDirectory(prefix="rnnlab-bench-") as tmp:
         workdir = Path(tmp)
         data_dir = data_dir or workdir / "data"
-        return [summarise(name, paired_epochs(overrides, epochs, workdir, data_dir, clock))
-                for name, overrides in models.items()]
+        return [
+            summarise(name, paired_epochs(overrides, epochs, workdir, data_dir, clock))
+            for name, overrides in models.items()
+        ]
 
 
 def markdown(rows: list[tuple]) -> str:

@@ -16,7 +16,6 @@ import argparse
 import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from tasks import ROOT, run  # bench/tasks.py
 
@@ -37,17 +36,25 @@ def main() -> None:
         overrides = [f"experiment=mnist1d_best_{cell}", f"seed={seed}", f"threads={threads}"]
         # Default callbacks (the diagnosed batches are part of the training arithmetic), no progress bar.
         result = run(overrides, cell, "builtin", options.log_dir, quiet=["trainer.enable_progress_bar=false"])
-        print(f"{cell} seed {seed}: " + (result.get("error") or
-              f"test/acc {float(result['test/acc']):.4f}, val/acc_best {float(result['val/acc_best']):.4f}, "
-              f"{result['seconds']} s"), flush=True)
+        print(
+            f"{cell} seed {seed}: "
+            + (
+                result.get("error")
+                or f"test/acc {float(result['test/acc']):.4f}, val/acc_best {float(result['val/acc_best']):.4f}, "
+                f"{result['seconds']} s"
+            ),
+            flush=True,
+        )
         return result
 
     jobs = [(cell, seed) for cell in options.cells for seed in options.seeds]
     with ThreadPoolExecutor(options.jobs) as pool:
         results = dict(zip(jobs, pool.map(lambda job: one(*job), jobs)))
 
-    print(f"\n| config | test acc, mean ± std ({len(options.seeds)} seeds) | per seed | best val acc (mean) | "
-          f"wall time per run (mean) |\n|---|---|---|---|---|")
+    print(
+        f"\n| config | test acc, mean ± std ({len(options.seeds)} seeds) | per seed | best val acc (mean) | "
+        f"wall time per run (mean) |\n|---|---|---|---|---|"
+    )
     for cell in options.cells:
         done = [results[cell, s] for s in options.seeds if "error" not in results[cell, s]]
         if not done:
@@ -57,8 +64,10 @@ def main() -> None:
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         vals = statistics.mean(100 * float(r["val/acc_best"]) for r in done)
         seconds = statistics.mean(float(r["seconds"]) for r in done)
-        print(f"| `experiment=mnist1d_best_{cell}` | {statistics.mean(accs):.2f}% ± {spread:.2f} | "
-              f"{', '.join(f'{a:.1f}' for a in accs)} | {vals:.2f}% | {seconds:.0f} s |")
+        print(
+            f"| `experiment=mnist1d_best_{cell}` | {statistics.mean(accs):.2f}% ± {spread:.2f} | "
+            f"{', '.join(f'{a:.1f}' for a in accs)} | {vals:.2f}% | {seconds:.0f} s |"
+        )
 
 
 if __name__ == "__main__":

@@ -28,13 +28,17 @@ BENCHMARKS = ("cells", "overhead", "sweeps", "startup")
 OVERHEAD_MODELS = {f"{cell} H=128": [f"model={cell}", "model.hidden_size=128"] for cell in ("lstm", "gru", "vanilla")}
 # --overhead-ablation: the vanilla model again with one feature off at a time (where the overhead goes).
 OVERHEAD_ABLATION = {
-    f"vanilla H=128, {name}": [*OVERHEAD_MODELS["vanilla H=128"], *overrides] for name, overrides in {
+    f"vanilla H=128, {name}": [*OVERHEAD_MODELS["vanilla H=128"], *overrides]
+    for name, overrides in {
         "no gradient diagnostics": ["callbacks.gradient_diagnostics.batches_per_epoch=0"],
         "no checkpoints": ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"],
         "callbacks=none": ["callbacks=none"],
         # The floor: what the Trainer itself costs (its loops, hooks and closures) with nothing of rnnlab's added.
         "Lightning alone (no callbacks, checkpoints or logger)": [
-            "callbacks=none", "+trainer.enable_checkpointing=false", "~logger"],
+            "callbacks=none",
+            "+trainer.enable_checkpointing=false",
+            "~logger",
+        ],
     }.items()
 }
 
@@ -49,8 +53,12 @@ def available_cores() -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run with few repeats")
-    parser.add_argument("--threads", type=int, default=available_cores(), help="torch threads (default: available cores)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default: 60, quick: 5)")
+    parser.add_argument(
+        "--threads", type=int, default=available_cores(), help="torch threads (default: available cores)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per measurement (default: 60, quick: 5)"
+    )
     parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -58,9 +66,14 @@ def main(argv: list[str] | None = None) -> None:
         help="wall time, or this thread's CPU time (needs --threads 1; not skewed by other processes)",
     )
     parser.add_argument("--sweep-epochs", type=int, default=15, help="epochs per sweep trial (make sweep's budget: 15)")
-    parser.add_argument("--overhead-ablation", action="store_true",
-                        help="overhead: also the vanilla model with diagnostics, checkpoints or all callbacks off, and Lightning alone")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument(
+        "--overhead-ablation",
+        action="store_true",
+        help="overhead: also the vanilla model with diagnostics, checkpoints or all callbacks off, and Lightning alone",
+    )
+    parser.add_argument(
+        "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}"
+    )
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu measures one thread: use it with --threads 1")
@@ -72,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (5 if args.quick else 60)
     print(
-        f"torch {torch.__version__}, {platform.machine()}, {available_cores()} cores, threads={torch.get_num_threads()}, "
+        f"torch {torch.__version__}, {platform.machine()}, {available_cores()} cores, "
+        f"threads={torch.get_num_threads()}, "
         f"repeats={repeats}, clock={args.clock}, load average {os.getloadavg()[0]:.1f}"
     )
 
@@ -86,16 +100,19 @@ def main(argv: list[str] | None = None) -> None:
         print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
         models = {**OVERHEAD_MODELS, **(OVERHEAD_ABLATION if args.overhead_ablation else {})}
         rows = overhead_bench.run(
-            models, epochs=4 if args.quick else 22,
+            models,
+            epochs=4 if args.quick else 22,
             clock=time.process_time if args.clock == "cpu" else time.perf_counter,
         )
         tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (
-            overhead_bench.markdown(rows))
+            overhead_bench.markdown(rows)
+        )
     if "sweeps" in only:
         trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
         print(f"sweeps: {trials} trials x <= {epochs} epochs, {len(sweeps_bench.MODES)} ways ...", flush=True)
         tables[f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"] = (
-            sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs)))
+            sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs))
+        )
     if "startup" in only:
         print("startup: wall time of commands ...", flush=True)
         tables["Start-up: wall seconds"] = startup_bench.markdown(startup_bench.run(repeats=1 if args.quick else 3))

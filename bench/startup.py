@@ -23,7 +23,8 @@ STAMP_ENV = "RNNLAB_BENCH_FIRST_STEP_FILE"
 
 
 class FirstStepClock(pl.Callback):
-    """Writes the wall clock (``time.time()``) at the start of the first training batch to $RNNLAB_BENCH_FIRST_STEP_FILE."""
+    """Writes the wall clock (``time.time()``) at the start of the first training batch to
+    $RNNLAB_BENCH_FIRST_STEP_FILE."""
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         path = Path(os.environ[STAMP_ENV])
@@ -42,8 +43,13 @@ def _timed(command: list[str], env: dict, expect_ok: bool = True) -> float:
 def _first_step(env: dict, stamp: Path, data_dir: Path) -> float:
     stamp.unlink(missing_ok=True)
     command = [
-        sys.executable, "src/train.py", "+callbacks.first_step_clock._target_=startup.FirstStepClock",
-        "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "test=false",
+        sys.executable,
+        "src/train.py",
+        "+callbacks.first_step_clock._target_=startup.FirstStepClock",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1",
+        "test=false",
         f"paths.data_dir={data_dir}",
     ]
     start = time.time()
@@ -56,13 +62,22 @@ def run(repeats: int = 3) -> list[tuple]:
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="rnnlab-startup-") as tmp:
         stamp, data_dir = Path(tmp) / "first_step", Path(tmp) / "data"
-        env = {**os.environ, "RNNLAB_ROOT": tmp, STAMP_ENV: str(stamp), "PYTHONWARNINGS": "ignore",
-               "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "RNNLAB_ROOT": tmp,
+            STAMP_ENV: str(stamp),
+            "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]),
+        }
         _first_step(env, stamp, data_dir)  # generates the MNIST-1D cache; warms the file cache
         measures = {
-            "python -c 'import torch, pytorch_lightning'": lambda: _timed([python, "-c", "import torch, pytorch_lightning"], env),
+            "python -c 'import torch, pytorch_lightning'": lambda: _timed(
+                [python, "-c", "import torch, pytorch_lightning"], env
+            ),
             "python src/train.py --help": lambda: _timed([python, "src/train.py", "--help"], env),
-            "python src/train.py model=nope (config error)": lambda: _timed([python, "src/train.py", "model=nope"], env, False),
+            "python src/train.py model=nope (config error)": lambda: _timed(
+                [python, "src/train.py", "model=nope"], env, False
+            ),
             "python src/train.py → first training step": lambda: _first_step(env, stamp, data_dir),
         }
         seconds = {name: statistics.median(measure() for _ in range(repeats)) for name, measure in measures.items()}

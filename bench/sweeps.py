@@ -26,17 +26,30 @@ MODES = {
     "sequential, no pruning": ["hydra/sweeper/pruner=none"],
     "sequential, median pruning": ["hydra/sweeper/pruner=median"],
     "sequential, hyperband pruning": ["hydra/sweeper/pruner=hyperband"],
-    "2 joblib workers, median pruning": ["hydra/sweeper/pruner=median", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "2 joblib workers, median pruning": [
+        "hydra/sweeper/pruner=median",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    ],
 }
 
 
-def sweep_command(mode_overrides: list[str], storage: str, study: str, trials: int, epochs: int,
-                  data_dir: Path) -> list[str]:
+def sweep_command(
+    mode_overrides: list[str], storage: str, study: str, trials: int, epochs: int, data_dir: Path
+) -> list[str]:
     return [
-        sys.executable, str(ROOT / "src" / "train.py"), "-m", "hparams_search=optuna",
-        "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0", f"hydra.sweeper.n_trials={trials}",
-        f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={study}", f"trainer.max_epochs={epochs}",
-        f"paths.data_dir={data_dir}", *mode_overrides,
+        sys.executable,
+        str(ROOT / "src" / "train.py"),
+        "-m",
+        "hparams_search=optuna",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.sampler.seed=0",
+        f"hydra.sweeper.n_trials={trials}",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweeper.study_name={study}",
+        f"trainer.max_epochs={epochs}",
+        f"paths.data_dir={data_dir}",
+        *mode_overrides,
     ]
 
 
@@ -46,13 +59,21 @@ def study_summary(storage: str, study_name: str) -> tuple[str, float, list[dict]
 
     study = optuna.load_study(study_name=study_name, storage=storage)
     states = [t.state for t in study.trials]
-    counts = " / ".join(str(states.count(s)) for s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                                                        optuna.trial.TrialState.FAIL))
-    trials = [{
-        "number": t.number, "params": t.params, "state": t.state.name, "epochs": len(t.intermediate_values),
-        "value": max(t.intermediate_values.values(), default=float("nan")),
-        "seconds": (t.datetime_complete - t.datetime_start).total_seconds(),
-    } for t in sorted(study.trials, key=lambda t: t.number)]
+    counts = " / ".join(
+        str(states.count(s))
+        for s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    )
+    trials = [
+        {
+            "number": t.number,
+            "params": t.params,
+            "state": t.state.name,
+            "epochs": len(t.intermediate_values),
+            "value": max(t.intermediate_values.values(), default=float("nan")),
+            "seconds": (t.datetime_complete - t.datetime_start).total_seconds(),
+        }
+        for t in sorted(study.trials, key=lambda t: t.number)
+    ]
     return counts, study.best_value, trials
 
 
@@ -67,8 +88,14 @@ def run(trials: int = 12, epochs: int = 15, data_dir: Path | None = None) -> lis
             storage, study = f"sqlite:///{tmp}/sweeps.db", f"mode{i}"
             print(f"  {mode} ...", flush=True)
             start = time.perf_counter()
-            subprocess.run(sweep_command(overrides, storage, study, trials, epochs, data_dir), cwd=ROOT, env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                sweep_command(overrides, storage, study, trials, epochs, data_dir),
+                cwd=ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             wall = time.perf_counter() - start
             counts, best, per_trial = study_summary(storage, study)
             rows.append((mode, wall, counts, best, (rows[0][1] if rows else wall) / wall, per_trial))
@@ -90,11 +117,16 @@ def per_trial_markdown(rows: list[tuple]) -> str:
         cells = []
         for row in rows:
             trial = row[5][i] if i < len(row[5]) else None
-            cells.append("" if trial is None else
-                         f"{trial['seconds']:.1f} s, {trial['epochs']} ep, {trial['state'].lower()} ({trial['value']:.3f})")
+            cells.append(
+                ""
+                if trial is None
+                else f"{trial['seconds']:.1f} s, {trial['epochs']} ep, {trial['state'].lower()} ({trial['value']:.3f})"
+            )
         params = first["params"]
-        lines.append(f"| {first['number']} | {params.get('model.hidden_size', '')} | "
-                     f"{params.get('model.optimizer.lr', float('nan')):.2g} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {first['number']} | {params.get('model.hidden_size', '')} | "
+            f"{params.get('model.optimizer.lr', float('nan')):.2g} | " + " | ".join(cells) + " |"
+        )
     sums = [f"{sum(t['seconds'] for t in row[5]):.0f} s in trials" for row in rows]
     lines.append("| all | | | " + " | ".join(sums) + " |")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on the test split with the config it was trained with.
 
-    python src/eval.py ckpt_path=<run dir>/checkpoints/best-epoch012.ckpt
+python src/eval.py ckpt_path=<run dir>/checkpoints/best-epoch012.ckpt
 """
 
 import hydra

@@ -1,7 +1,7 @@
 """Generate a continuation with a trained next-step model and compare it with the true series.
 
-    python src/generate.py ckpt=<run dir>/checkpoints/last.ckpt length=300
-    python src/generate.py ckpt=<run dir>/checkpoints/last.ckpt prompt="The assert" temperature=0.8
+python src/generate.py ckpt=<run dir>/checkpoints/last.ckpt length=300
+python src/generate.py ckpt=<run dir>/checkpoints/last.ckpt prompt="The assert" temperature=0.8
 """
 
 import hydra

@@ -1,7 +1,7 @@
 """Train one model and return its optimised metric (for sweepers).
 
-    python src/train.py model=gru                       # conf/train.yaml composes the rest
-    python src/train.py ckpt_path=<run dir>/checkpoints/last.ckpt   # resume an interrupted run
+python src/train.py model=gru                       # conf/train.yaml composes the rest
+python src/train.py ckpt_path=<run dir>/checkpoints/last.ckpt   # resume an interrupted run
 """
 
 import hydra

@@ -62,7 +62,11 @@ def run_cli(script: str, *args: str, root: Path, timeout: float = 300) -> subpro
     env = {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

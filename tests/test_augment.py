@@ -70,9 +70,12 @@ def test_device_and_dtype_follow_the_input():
 
 @pytest.mark.parametrize(
     "config, message",
-    [({"shift": -1}, "data.augment.shift=-1 is not allowed"), ({"noise": "a"}, "data.augment.noise='a'"),
-     ({"stretch": 1.0}, "data.augment.stretch=1.0 is not allowed; must be < 1"),
-     ({"rotate": 1}, "data.augment.rotate is not allowed; allowed: shift, stretch, scale, shear, noise")],
+    [
+        ({"shift": -1}, "data.augment.shift=-1 is not allowed"),
+        ({"noise": "a"}, "data.augment.noise='a'"),
+        ({"stretch": 1.0}, "data.augment.stretch=1.0 is not allowed; must be < 1"),
+        ({"rotate": 1}, "data.augment.rotate is not allowed; allowed: shift, stretch, scale, shear, noise"),
+    ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(config, message):
     with pytest.raises(ValueError, match=message):

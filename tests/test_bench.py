@@ -17,8 +17,8 @@ TINY_MODEL = ["model=vanilla", "model.hidden_size=8", "+trainer.limit_train_batc
 
 def test_pairs_leave_out_the_warm_up_pair_and_match_each_rnnlab_epoch_to_the_plain_epoch_after_it():
     interleave = overhead.Interleave(plain=None, clock=time.perf_counter)
-    interleave.plain_times = [9.0, 1.0, 2.0, 3.0]   # one per rnnlab epoch start
-    interleave.rnnlab_times = [8.0, 4.0, 5.0]       # between those starts: one fewer
+    interleave.plain_times = [9.0, 1.0, 2.0, 3.0]  # one per rnnlab epoch start
+    interleave.rnnlab_times = [8.0, 4.0, 5.0]  # between those starts: one fewer
     assert interleave.pairs() == [(4.0, 2.0), (5.0, 3.0)]
 
 
@@ -42,7 +42,7 @@ def test_interleaved_run_times_a_plain_epoch_between_rnnlab_epochs(tmp_path, dat
 @pytest.mark.slow
 def test_overhead_table(data_dir):
     rows = overhead.run({"vanilla H=8": TINY_MODEL}, epochs=4, data_dir=data_dir)
-    (name, rnnlab, plain, ratio, _), = rows
+    ((name, rnnlab, plain, ratio, _),) = rows
     assert name == "vanilla H=8" and ratio == pytest.approx(rnnlab / plain)
     table = overhead.markdown(rows).splitlines()
     assert table[0] == "| " + " | ".join(overhead.COLUMNS) + " |"

@@ -72,7 +72,9 @@ REFERENCE_OUT = {
 
 def random_state(kind: str, *shape: int, dtype=torch.float64, requires_grad=False):
     """An initial state of the given shape: one tensor, or an LSTM's (h, c) pair."""
-    parts = tuple(torch.randn(*shape, dtype=dtype, requires_grad=requires_grad) for _ in range(2 if kind == "lstm" else 1))
+    parts = tuple(
+        torch.randn(*shape, dtype=dtype, requires_grad=requires_grad) for _ in range(2 if kind == "lstm" else 1)
+    )
     return parts if kind == "lstm" else parts[0]
 
 
@@ -139,7 +141,9 @@ def test_gradcheck(kind, with_state):
 
     def run(x, *args):
         given, weights = args[: len(state)], args[len(state) :]
-        out, final = functional_call(cell, dict(zip(names, weights)), (x, (given if len(given) > 1 else given[0]) if given else None))
+        out, final = functional_call(
+            cell, dict(zip(names, weights)), (x, (given if len(given) > 1 else given[0]) if given else None)
+        )
         return (out, *as_tuple(final))
 
     assert torch.autograd.gradcheck(run, (x, *state, *params))
@@ -230,17 +234,25 @@ def run_and_backprop(module: nn.Module, x: torch.Tensor, state, weights):
 def test_stack_matches_torch(kind, num_layers, bidirectional, with_state):
     """Same outputs, final states and gradients (x, state, every parameter) as torch.nn, weights from torch."""
     dirs = 2 if bidirectional else 1
-    reference = build_encoder("builtin", kind, input_size=D, hidden_size=H, num_layers=num_layers, bidirectional=bidirectional).double()
-    stack = load_from_torch(RNNStack(kind, D, H, num_layers=num_layers, bidirectional=bidirectional).double(), reference)
+    reference = build_encoder(
+        "builtin", kind, input_size=D, hidden_size=H, num_layers=num_layers, bidirectional=bidirectional
+    ).double()
+    stack = load_from_torch(
+        RNNStack(kind, D, H, num_layers=num_layers, bidirectional=bidirectional).double(), reference
+    )
     x = torch.randn(N, T, D, dtype=torch.float64)
     state = random_state(kind, num_layers * dirs, N, H) if with_state else None
-    weights = [torch.randn(N, T, dirs * H, dtype=torch.float64)] + [torch.randn(num_layers * dirs, N, H, dtype=torch.float64)] * 2
+    weights = [torch.randn(N, T, dirs * H, dtype=torch.float64)] + [
+        torch.randn(num_layers * dirs, N, H, dtype=torch.float64)
+    ] * 2
 
     results = []
     for module in (stack, reference):
         xs = x.clone().requires_grad_()
         states = None if state is None else tuple(s.clone().requires_grad_() for s in as_tuple(state))
-        out, final = run_and_backprop(module, xs, None if states is None else (states if kind == "lstm" else states[0]), weights)
+        out, final = run_and_backprop(
+            module, xs, None if states is None else (states if kind == "lstm" else states[0]), weights
+        )
         results.append((out, final, xs.grad, states and [s.grad for s in states]))
 
     (out, final, dx, dstate), (out_t, final_t, dx_t, dstate_t) = results
@@ -283,7 +295,12 @@ def test_copy_to_torch_and_back_round_trips():
 
 @pytest.mark.parametrize(
     "module",
-    [nn.GRU(D, H, batch_first=True), nn.LSTM(D, H + 1, batch_first=True), nn.LSTM(D, H, num_layers=2), nn.LSTM(D, H, bias=False)],
+    [
+        nn.GRU(D, H, batch_first=True),
+        nn.LSTM(D, H + 1, batch_first=True),
+        nn.LSTM(D, H, num_layers=2),
+        nn.LSTM(D, H, bias=False),
+    ],
     ids=["other-kind", "other-size", "other-layers", "no-bias"],
 )
 def test_conversion_rejects_a_different_module(module):

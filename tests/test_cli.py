@@ -75,8 +75,9 @@ def test_unknown_checkpoint_location_is_explained(tmp_path):
 
 @pytest.mark.slow
 def test_plain_multirun_writes_one_directory_per_job(tmp_path, data_dir):
-    result = run_cli("train.py", "-m", "model=gru,vanilla", *TINY, "test=false", f"paths.data_dir={data_dir}",
-                     root=tmp_path)
+    result = run_cli(
+        "train.py", "-m", "model=gru,vanilla", *TINY, "test=false", f"paths.data_dir={data_dir}", root=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "multirun" / "mnist1d").iterdir()
     assert {"0", "1"} <= {p.name for p in sweep_dir.iterdir()}

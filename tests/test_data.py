@@ -46,8 +46,9 @@ def test_batches_depend_only_on_seed_and_epoch():
     assert [len(b) for b in EpochSeededBatchSampler(10, batch_size=4, shuffle=False, seed=0)] == [4, 4, 2]
 
 
-@pytest.mark.parametrize("kwargs, match", [({"batch_size": 0}, "data.batch_size=0"),
-                                           ({"val_size": -5}, "data.val_size=-5")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"batch_size": 0}, "data.batch_size=0"), ({"val_size": -5}, "data.val_size=-5")]
+)
 def test_bad_sizes_are_rejected(data_dir, kwargs, match):
     with pytest.raises(ValueError, match=match):
         MNIST1DDataModule(data_dir=str(data_dir), **kwargs)

@@ -34,7 +34,9 @@ def test_unrolled_encoder_computes_the_same_as_the_whole_sequence(cell, impl):
         out, state = encoder(x, start)
         out_u, state_u = unrolled(encoder, x, start)
         torch.testing.assert_close(out_u, out, atol=1e-5, rtol=1e-4)
-        for a, b in zip(state_u if isinstance(state_u, tuple) else (state_u,), state if isinstance(state, tuple) else (state,)):
+        for a, b in zip(
+            state_u if isinstance(state_u, tuple) else (state_u,), state if isinstance(state, tuple) else (state,)
+        ):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
@@ -121,8 +123,13 @@ def test_group_norms_are_the_norms_of_each_modules_gradients(make_cfg):
 
 @pytest.mark.slow
 def test_training_run_logs_gradient_figure_scalars_and_data(make_cfg):
-    cfg = make_cfg("model=vanilla", "model.impl=custom", "model.readout=last", "trainer.max_epochs=2",
-                   "callbacks.gradient_diagnostics.batches_per_epoch=2")
+    cfg = make_cfg(
+        "model=vanilla",
+        "model.impl=custom",
+        "model.readout=last",
+        "trainer.max_epochs=2",
+        "callbacks.gradient_diagnostics.batches_per_epoch=2",
+    )
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
 

@@ -51,7 +51,9 @@ def test_kernels_build_and_apply_to_cpu_float_tensors():
 @pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler: the cells run eagerly")
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "state"])
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 2e-5)], ids=["float64", "float32"])
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float64, 1e-12), (torch.float32, 2e-5)], ids=["float64", "float32"]
+)
 # 60 × 37 (rows × units) is more than one thread's least share (1024), so two threads split the batch.
 @pytest.mark.parametrize(("batch", "hidden"), [(3, 5), (60, 37)])
 def test_fused_matches_eager(batch, hidden, dtype, tolerance, with_state, threads):
@@ -78,7 +80,9 @@ def test_a_failed_build_warns_once_then_runs_eagerly(monkeypatch):
     monkeypatch.setattr(fused, "_ops", functools.cache(fused._ops.__wrapped__))  # a fresh cache, restored after
     torch.manual_seed(0)
     cell, x = LSTM(3, 5), torch.randn(4, 6, 3)
-    with pytest.warns(RuntimeWarning, match=r"could not build the fused LSTM kernels \(RuntimeError: main.cpp:1:1: error: no compiler"):
+    with pytest.warns(
+        RuntimeWarning, match=r"could not build the fused LSTM kernels \(RuntimeError: main.cpp:1:1: error: no compiler"
+    ):
         out = run(cell, x, None, use_fused=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the second call does not warn again

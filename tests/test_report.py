@@ -3,10 +3,8 @@ checked against the TensorBoard event files of the runs it read (tbparse, an ind
 
 from __future__ import annotations
 
-import math
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +13,18 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY, compose_config, run_cli
 from rnnlab.compare import count_parameters, hidden_for_params
-from rnnlab.config import ConfigError
 from rnnlab.report import main as report_main
 from rnnlab.report import write_report
 
 # A tiny compare sweep: 2 cells x 2 seeds, 2 epochs of 3 batches each.
 SWEEP = [
-    "-m", "experiment=compare_cells", "compare.seeds=2", "hydra.sweeper.params.model='vanilla,lstm'",
-    "compare.hidden_size=8", "trainer.max_epochs=2", *[o for o in TINY if not o.startswith(("model.hidden", "trainer.max"))],
+    "-m",
+    "experiment=compare_cells",
+    "compare.seeds=2",
+    "hydra.sweeper.params.model='vanilla,lstm'",
+    "compare.hidden_size=8",
+    "trainer.max_epochs=2",
+    *[o for o in TINY if not o.startswith(("model.hidden", "trainer.max"))],
 ]
 
 
@@ -63,7 +65,9 @@ def test_sweep_writes_the_report_when_it_ends(sweep):
     sweep_dir, _, stdout = sweep
     runs = sorted(p for p in sweep_dir.iterdir() if p.name.isdigit())
     assert len(runs) == 4 and all((r / "config.yaml").is_file() for r in runs)
-    cells_seeds = sorted((OmegaConf.load(r / "config.yaml").model.cell, OmegaConf.load(r / "config.yaml").seed) for r in runs)
+    cells_seeds = sorted(
+        (OmegaConf.load(r / "config.yaml").model.cell, OmegaConf.load(r / "config.yaml").seed) for r in runs
+    )
     assert cells_seeds == [("lstm", 0), ("lstm", 1), ("vanilla", 0), ("vanilla", 1)]
     assert (sweep_dir / "report.md").is_file() and (sweep_dir / "report.png").is_file()
     assert "[rnnlab] report:" in stdout and "| mnist1d | vanilla-builtin-h8 | 0,1 |" in stdout
@@ -79,8 +83,11 @@ def test_report_numbers_are_those_of_the_event_files(sweep, tmp_path):
     assert list(rows) == ["vanilla-builtin-h8", "lstm-builtin-h8"] == [g.name for g in groups]
 
     for name, cells in rows.items():
-        run_dirs = [r for r in sorted(sweep_dir.iterdir())
-                    if r.name.isdigit() and OmegaConf.load(r / "config.yaml").model.cell == name.split("-")[0]]
+        run_dirs = [
+            r
+            for r in sorted(sweep_dir.iterdir())
+            if r.name.isdigit() and OmegaConf.load(r / "config.yaml").model.cell == name.split("-")[0]
+        ]
         assert len(run_dirs) == 2
         test_acc, best_val, walls, params = [], [], [], set()
         for run_dir in run_dirs:
@@ -162,7 +169,9 @@ def test_parameter_matching_picks_the_closest_hidden_size(tmp_path, data_dir):
     target = 6000
     sizes = {}
     for cell in ("vanilla", "gru", "lstm"):
-        cfg = compare_cfg(tmp_path, data_dir, f"model={cell}", "compare.match=params", f"compare.target_params={target}")
+        cfg = compare_cfg(
+            tmp_path, data_dir, f"model={cell}", "compare.match=params", f"compare.target_params={target}"
+        )
         hidden = cfg.model.hidden_size
         task = instantiate(cfg.data).task
         kwargs = {k: cfg.model[k] for k in ("cell", "impl", "num_layers", "dropout", "bidirectional", "readout")}

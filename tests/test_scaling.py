@@ -41,8 +41,11 @@ def test_trainer_options():
 def test_every_trainer_config_composes(make_cfg, trainer):
     cfg = make_cfg(f"trainer={trainer}")
     expected = {  # accelerator, devices, strategy
-        "default": ("auto", 1, None), "cpu": ("cpu", 1, None), "gpu": ("gpu", 1, None),
-        "ddp": ("gpu", -1, "ddp"), "ddp_sim": ("cpu", 2, "ddp"),
+        "default": ("auto", 1, None),
+        "cpu": ("cpu", 1, None),
+        "gpu": ("gpu", 1, None),
+        "ddp": ("gpu", -1, "ddp"),
+        "ddp_sim": ("cpu", 2, "ddp"),
     }[trainer]
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.get("strategy")) == expected
     assert cfg.trainer.precision == 32 and cfg.trainer.use_distributed_sampler is False
@@ -60,15 +63,24 @@ def test_allowed_precisions_pass(make_cfg, precision):
 
 @pytest.mark.parametrize("precision", ["16", "64", "fp8"])
 def test_other_precisions_are_named(make_cfg, precision):
-    with pytest.raises(ConfigError, match=rf"^trainer.precision='{precision}' is not allowed; "
-                                          r"allowed: 16-mixed, 32, bf16-mixed$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^trainer.precision='{precision}' is not allowed; "
+        r"allowed: 16-mixed, 32, bf16-mixed$",
+    ):
         validate(make_cfg(f"trainer.precision={precision}"))
 
 
 def test_mixed_precision_trains_regression_with_its_figures(make_cfg):
     # bf16-mixed is the mixed precision a CPU has (16-mixed becomes it there); custom cells under autocast
-    cfg = make_cfg("trainer=cpu", "trainer.precision=bf16-mixed", "data=sine", "data.series_len=2000",
-                   "model.impl=custom", "test=false")
+    cfg = make_cfg(
+        "trainer=cpu",
+        "trainer.precision=bf16-mixed",
+        "data=sine",
+        "data.series_len=2000",
+        "model.impl=custom",
+        "test=false",
+    )
     metrics = train(cfg)
     assert 0 < metrics["val/mse"] < float("inf")
     assert "figures/generation" in read_image_tags(Path(cfg.paths.output_dir))
@@ -175,8 +187,12 @@ def test_shards_cover_every_sample_once_with_equal_batch_counts(shuffle, replica
         for batch_size in (1, 2, 3, 7, 100):
             if num_samples < replicas:
                 continue
-            shards = [list(EpochSeededBatchSampler(num_samples, batch_size, shuffle, seed=3, rank=rank,
-                                                   num_replicas=replicas)) for rank in range(replicas)]
+            shards = [
+                list(
+                    EpochSeededBatchSampler(num_samples, batch_size, shuffle, seed=3, rank=rank, num_replicas=replicas)
+                )
+                for rank in range(replicas)
+            ]
             counts = {len(shard) for shard in shards}
             assert len(counts) == 1, (num_samples, batch_size)  # DDP needs the same number of steps everywhere
             assert counts.pop() == len(EpochSeededBatchSampler(num_samples, batch_size, shuffle, 3, 0, replicas))
@@ -202,8 +218,9 @@ def test_one_process_batches_are_unchanged_and_shards_are_deterministic():
 
 
 def fake_trainer(device: str, rank: int = 0, world_size: int = 1):
-    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=rank,
-                           world_size=world_size)
+    return SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=rank, world_size=world_size
+    )
 
 
 def test_splits_move_to_the_training_device_once(data_dir):
@@ -254,8 +271,11 @@ def test_compile_failing_at_construction_falls_back_with_a_warning(make_cfg, mon
     cfg = make_cfg("model.compile=true")
     datamodule = instantiate(cfg.data)
     torch.manual_seed(0)
-    with pytest.warns(RuntimeWarning, match=r"torch.compile failed for SequenceClassifier \(RuntimeError: "
-                                            r"torch.compile is not supported on this platform\)"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"torch.compile failed for SequenceClassifier \(RuntimeError: "
+        r"torch.compile is not supported on this platform\)",
+    ):
         compiled = instantiate(cfg.model, task=datamodule.task)
     torch.manual_seed(0)
     eager = instantiate(make_cfg("model.compile=false").model, task=datamodule.task)
@@ -270,6 +290,7 @@ def test_compile_failing_on_a_call_falls_back_once(make_cfg, monkeypatch):
         def compiled(*args):
             calls.append(args)
             raise RuntimeError("BackendCompilerFailed: no C++ compiler")
+
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing_compiler)
@@ -324,14 +345,25 @@ def test_visible_gpu_names_follow_cuda_visible_devices():
     assert visible_gpu_names({}, 3) == ["0", "1", "2"]
 
 
-def planned(monkeypatch, n_gpus: int, accelerator: str = "gpu", launcher: str = "JoblibLauncher", n_jobs: int = 8,
-            trials_per_gpu: int = 1):
+def planned(
+    monkeypatch,
+    n_gpus: int,
+    accelerator: str = "gpu",
+    launcher: str = "JoblibLauncher",
+    n_jobs: int = 8,
+    trials_per_gpu: int = 1,
+):
     """The sweeper's (trials at once, overrides, GPU per parallel trial) with ``n_gpus`` visible."""
     monkeypatch.setattr("rnnlab.devices.cuda_device_count", lambda: n_gpus)
-    sweeper = RnnlabOptunaSweeper("sqlite://", "s", "max", 1, 1.0, 10, 30, 5, None, None, {},
-                                  trials_per_gpu=trials_per_gpu)
-    sweeper.config = OmegaConf.create({"trainer": {"accelerator": accelerator},
-                                       "hydra": {"launcher": {"_target_": f"some.module.{launcher}", "n_jobs": n_jobs}}})
+    sweeper = RnnlabOptunaSweeper(
+        "sqlite://", "s", "max", 1, 1.0, 10, 30, 5, None, None, {}, trials_per_gpu=trials_per_gpu
+    )
+    sweeper.config = OmegaConf.create(
+        {
+            "trainer": {"accelerator": accelerator},
+            "hydra": {"launcher": {"_target_": f"some.module.{launcher}", "n_jobs": n_jobs}},
+        }
+    )
     return sweeper._gpu_plan(sweeper._parallel_jobs())
 
 
@@ -355,8 +387,16 @@ def test_without_gpus_the_sweeper_falls_back_to_cpu_with_one_line(monkeypatch, c
 @NO_GPU
 @pytest.mark.slow
 def test_a_gpu_sweep_runs_on_cpu_where_there_is_no_gpu(tmp_path, data_dir):
-    result = run_cli("train.py", "-m", "hparams_search=optuna", "trainer=gpu", "hydra.sweeper.n_trials=1", *TINY,
-                     f"paths.data_dir={data_dir}", root=tmp_path)
+    result = run_cli(
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        "trainer=gpu",
+        "hydra.sweeper.n_trials=1",
+        *TINY,
+        f"paths.data_dir={data_dir}",
+        root=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert len(re.findall(r"\[rnnlab\] no GPU visible .*trials run on CPU", result.stdout)) == 1
     study = optuna.load_study(study_name="mnist1d-lstm", storage=f"sqlite:///{tmp_path}/multirun/optuna.db")
@@ -367,15 +407,20 @@ def test_a_gpu_sweep_runs_on_cpu_where_there_is_no_gpu(tmp_path, data_dir):
 
 
 def test_slurm_launcher_config_asks_one_gpu_per_task(make_cfg):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
-                        reason="hydra-submitit-launcher is not installed: pip install -e '.[slurm]'")
+    pytest.importorskip(
+        "hydra_plugins.hydra_submitit_launcher",
+        reason="hydra-submitit-launcher is not installed: pip install -e '.[slurm]'",
+    )
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", ["hparams_search=optuna", "trainer=gpu", "hydra/launcher=slurm_gpu",
-                                "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            ["hparams_search=optuna", "trainer=gpu", "hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
     assert (launcher.gpus_per_task, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)

@@ -54,7 +54,11 @@ def start_sweep(root: Path, data_dir: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(
         [sys.executable, str(ROOT / "src" / "train.py"), *sweep_args(data_dir, *args)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -108,11 +112,19 @@ def test_search_space_syntax_maps_to_optuna_distributions():
         parse("model=tag(log, choice(gru, lstm))")
 
 
-@pytest.mark.parametrize("value", [
-    "postgresql+psycopg2://user:p@ss@/optuna?host=/tmp/pg dir&port=5433",
-    "gru", 1e-05, float("inf"), 64, True, None,
-    {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 4, "n_warmup_steps": 2, "seed": None},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgresql+psycopg2://user:p@ss@/optuna?host=/tmp/pg dir&port=5433",
+        "gru",
+        1e-05,
+        float("inf"),
+        64,
+        True,
+        None,
+        {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 4, "n_warmup_steps": 2, "seed": None},
+    ],
+)
 def test_values_handed_to_trial_jobs_survive_hydra_parsing(value):
     from rnnlab.sweep import override_value
 
@@ -187,11 +199,18 @@ def test_sweep_writes_storage_best_yaml_and_a_rerun_continues_the_study(tmp_path
 @pytest.mark.slow
 def test_a_raising_and_a_nan_trial_fail_and_the_sweep_goes_on(tmp_path, data_dir):
     result = sweep(
-        tmp_path, data_dir, *ON_LOSS, "hydra/sweeper/pruner=none", "hydra.sweeper.n_trials=3",
-        "model.hidden_size=choice(0, 8)", "model.optimizer.lr=choice(inf, 0.01)",
-        enqueue({"model.hidden_size": 0, "model.optimizer.lr": 0.01},
-                {"model.hidden_size": 8, "model.optimizer.lr": "inf"},
-                {"model.hidden_size": 8, "model.optimizer.lr": 0.01}),
+        tmp_path,
+        data_dir,
+        *ON_LOSS,
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=3",
+        "model.hidden_size=choice(0, 8)",
+        "model.optimizer.lr=choice(inf, 0.01)",
+        enqueue(
+            {"model.hidden_size": 0, "model.optimizer.lr": 0.01},
+            {"model.hidden_size": 8, "model.optimizer.lr": "inf"},
+            {"model.hidden_size": 8, "model.optimizer.lr": 0.01},
+        ),
     )
     assert_ok(result)
     study = load(sqlite_url(tmp_path))
@@ -204,12 +223,23 @@ def test_a_raising_and_a_nan_trial_fail_and_the_sweep_goes_on(tmp_path, data_dir
 
 def test_a_sweep_whose_trials_all_fail_ends_with_the_first_error(tmp_path, data_dir):
     # max_failure_rate=0: no trial after the first failure
-    result = sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=0",
-                   "model.hidden_size=choice(0, 8)", enqueue({"model.hidden_size": 0}))
+    result = sweep(
+        tmp_path,
+        data_dir,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=0",
+        "model.hidden_size=choice(0, 8)",
+        enqueue({"model.hidden_size": 0}),
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: all 1 trials of this sweep failed; first error (trial 0): "
-        "ConfigError: model.hidden_size=0 is not allowed")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: all 1 trials of this sweep failed; first error (trial 0): "
+            "ConfigError: model.hidden_size=0 is not allowed"
+        )
+    )
     assert "Traceback" not in result.stderr
     assert states(load(sqlite_url(tmp_path))) == ["FAIL"]  # recorded, not left RUNNING
 
@@ -218,8 +248,13 @@ def test_a_sweep_whose_trials_all_fail_ends_with_the_first_error(tmp_path, data_
 def test_the_pruner_stops_a_bad_trial_and_a_nan_one(tmp_path, data_dir):
     # Median pruner judging from the first trial: a near-zero lr learns nothing in the first epoch.
     result = sweep(
-        tmp_path, data_dir, *ON_LOSS, "~model/scheduler", "hydra.sweeper.n_trials=3",
-        "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0",
+        tmp_path,
+        data_dir,
+        *ON_LOSS,
+        "~model/scheduler",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
         "model.optimizer.lr=choice(0.05, 1e-9, inf)",
         enqueue({"model.optimizer.lr": 0.05}, {"model.optimizer.lr": 1e-9}, {"model.optimizer.lr": "inf"}),
     )
@@ -260,7 +295,7 @@ def test_a_sweep_killed_mid_trial_resumes_keeping_completed_trials(tmp_path, dat
             assert (after[number].state.name, after[number].value) == (state, value)
         else:
             assert after[number].state == TrialState.FAIL  # the interrupted trial
-    assert all(t.state == TrialState.COMPLETE for t in after[len(before):])
+    assert all(t.state == TrialState.COMPLETE for t in after[len(before) :])
 
 
 @pytest.mark.slow
@@ -269,22 +304,35 @@ def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, dat
     # other slot while the long one still trains. (Batch-synchronous launching would start trials 2 and 3 only
     # after trial 0, the slowest of the first batch, had ended.)
     result = sweep(
-        tmp_path, data_dir, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra/sweeper/pruner=none",
-        "hydra.sweeper.n_trials=4", "trainer.max_epochs=choice(1, 100)",
-        enqueue(*({"trainer.max_epochs": epochs, "model.optimizer.lr": lr}  # distinct: enqueue skips duplicates
-                  for epochs, lr in [(100, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)])),
+        tmp_path,
+        data_dir,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra/sweeper/pruner=none",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=choice(1, 100)",
+        enqueue(
+            *(
+                {"trainer.max_epochs": epochs, "model.optimizer.lr": lr}  # distinct: enqueue skips duplicates
+                for epochs, lr in [(100, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)]
+            )
+        ),
     )
     assert_ok(result)
     trials = load(sqlite_url(tmp_path)).trials
     assert states(load(sqlite_url(tmp_path))) == ["COMPLETE"] * 4
     assert [t.params["trainer.max_epochs"] for t in trials] == [100, 1, 1, 1]
     long_trial_end = trials[0].datetime_complete
-    assert all(t.datetime_complete < long_trial_end for t in trials[1:]), [(t.datetime_start, t.datetime_complete) for t in trials]
+    assert all(t.datetime_complete < long_trial_end for t in trials[1:]), [
+        (t.datetime_start, t.datetime_complete) for t in trials
+    ]
     assert all(t.user_attrs["worker"] == trials[0].user_attrs["worker"] for t in trials)  # one sweep process
     trial_cfg = yaml.safe_load((Path(trials[3].user_attrs["run_dir"]) / "config.yaml").read_text())
     assert trial_cfg["threads"] == cpu_share(2) and trial_cfg["optuna_trial"]["share_cores"] is True
     # The long trial shared the cores while the short ones ran, then took them all (ShareCores).
-    threads = [v for _, v in read_scalars(tmp_path / "logs" / "mnist1d" / "sweeps" / STUDY / "trial_0")["trial/threads"]]
+    threads = [
+        v for _, v in read_scalars(tmp_path / "logs" / "mnist1d" / "sweeps" / STUDY / "trial_0")["trial/threads"]
+    ]
     assert threads[0] == cpu_share(2) and threads[-1] == cpu_share(1), threads
 
 
@@ -337,14 +385,32 @@ def postgres_url():
     port = free_port()
     data = home / "data"
     try:
-        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                        "--no-sync"], check=True, capture_output=True)
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(home / "server.log"), "-w",
-                        "-o", f"-k {home} -p {port} -c listen_addresses=''", "start"], check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *as_user,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(home / "server.log"),
+                "-w",
+                "-o",
+                f"-k {home} -p {port} -c listen_addresses=''",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg2://postgres@/postgres?host={home}&port={port}"
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -367,8 +433,13 @@ def test_make_dashboard_serves_the_study_over_http(tmp_path):
     study.tell(study.ask(), state=TrialState.PRUNED)
     port = free_port()
     # -o install: the venv is already set up (make test did it); do not reinstall from inside a test.
-    server = subprocess.Popen(["make", "-s", "-o", "install", "dashboard", f"STORAGE={storage}", f"PORT={port}"],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen(
+        ["make", "-s", "-o", "install", "dashboard", f"STORAGE={storage}", f"PORT={port}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         studies, deadline = None, time.monotonic() + 60
         while studies is None and time.monotonic() < deadline and server.poll() is None:
@@ -381,7 +452,11 @@ def test_make_dashboard_serves_the_study_over_http(tmp_path):
         (entry,) = [s for s in studies if s["study_name"] == "tiny"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}", timeout=5) as response:
             detail = json.load(response)
-        assert [(t["number"], t["state"]) for t in detail["trials"]] == [(0, "Complete"), (1, "Complete"), (2, "Pruned")]
+        assert [(t["number"], t["state"]) for t in detail["trials"]] == [
+            (0, "Complete"),
+            (1, "Complete"),
+            (2, "Pruned"),
+        ]
         assert detail["best_trials"][0]["number"] == 1
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -45,7 +45,9 @@ def test_dynamic_adding_targets_follow_the_definition():
 def test_classic_adding_marks_one_value_in_each_half():
     x, y = classic_adding(200, 50, torch.Generator().manual_seed(0))
     indicator = x[..., 1]
-    assert torch.equal(indicator[:, :25].sum(1), torch.ones(200)) and torch.equal(indicator[:, 25:].sum(1), torch.ones(200))
+    assert torch.equal(indicator[:, :25].sum(1), torch.ones(200)) and torch.equal(
+        indicator[:, 25:].sum(1), torch.ones(200)
+    )
     assert torch.allclose((x[..., 0] * indicator).sum(1, keepdim=True), y)
     # The trivial predictor (the constant 1) has MSE 1/6.
     big_x, big_y = classic_adding(20000, 10, torch.Generator().manual_seed(1))
@@ -85,7 +87,10 @@ def test_stateful_chunks_continue_row_by_row():
     [
         (lambda: DynamicAddingDataModule(seq_len=1), r"data.seq_len=1 is not allowed; must be an integer >= 2"),
         (lambda: DynamicAddingDataModule(num_sequences=0), r"data.num_sequences=0 must be a positive integer"),
-        (lambda: DynamicAddingDataModule(seq_len=10, marker_probs=(0.5, 0.5, 0.5)), r"data.marker_probs=\[0.5, 0.5, 0.5\]"),
+        (
+            lambda: DynamicAddingDataModule(seq_len=10, marker_probs=(0.5, 0.5, 0.5)),
+            r"data.marker_probs=\[0.5, 0.5, 0.5\]",
+        ),
         (lambda: AddingDataModule(seq_len=0), r"data.seq_len=0"),
         (lambda: AddingDataModule(num_val=-1), r"data.num_val=-1"),
         (lambda: SineDataModule(series_len=30, seq_len=50), r"data.series_len=30 is shorter than one window"),
@@ -121,8 +126,13 @@ def test_each_task_trains_with_each_model(make_cfg, data, model, impl):
 def test_regression_run_logs_metrics_and_figures(make_cfg):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = make_cfg("data=sine", "model=gru", *SMALL_DATA["sine"], "callbacks.prediction_figures.seed_len=20",
-                   "callbacks.prediction_figures.generate_steps=30")
+    cfg = make_cfg(
+        "data=sine",
+        "model=gru",
+        *SMALL_DATA["sine"],
+        "callbacks.prediction_figures.seed_len=20",
+        "callbacks.prediction_figures.generate_steps=30",
+    )
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     assert {"val/mse", "val/mse_ratio", "val/mse_best", "test/mse", "test/mse_ratio"} <= set(read_scalars(run_dir))

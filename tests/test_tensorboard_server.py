@@ -49,7 +49,9 @@ def server(logs):
     port = free_port()
     process = subprocess.Popen(
         [str(TENSORBOARD), "--logdir", str(logdir), "--port", str(port), "--host", "127.0.0.1", "--load_fast=false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -78,7 +80,9 @@ def server(logs):
 
 def get(base: str, route: str, body: dict | None = None, raw: bool = False):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + route, data=data, headers={"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(
+        base + route, data=data, headers={"Content-Type": "application/json"} if data else {}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         content = response.read()
     return content if raw else json.loads(content)
@@ -89,8 +93,15 @@ def test_runs_and_scalars_are_served(server, logs):
     assert sorted(get(server, "/data/runs")) == sorted([*metrics, "report"])
     tags = get(server, "/data/plugin/scalars/tags")
     for run, final in metrics.items():
-        assert {"train/loss_epoch", "val/acc", "val/acc_best", "test/acc", "grad_norm/encoder",
-                "grad_norm/first_over_last", "model/num_parameters"} <= set(tags[run])
+        assert {
+            "train/loss_epoch",
+            "val/acc",
+            "val/acc_best",
+            "test/acc",
+            "grad_norm/encoder",
+            "grad_norm/first_over_last",
+            "model/num_parameters",
+        } <= set(tags[run])
         points = get(server, f"/data/plugin/scalars/scalars?run={run}&tag=test/acc")
         assert points[-1][2] == pytest.approx(final["test/acc"], abs=1e-6)  # [wall_time, step, value]
 
@@ -112,8 +123,7 @@ def test_hparams_hold_the_real_final_metrics_of_every_run(server, logs):
     request = {
         "experimentName": "",
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [{"metric": {"tag": "test/acc"}}, {"metric": {"tag": "val/acc_best"}},
-                      {"hparam": "model/cell"}],
+        "colParams": [{"metric": {"tag": "test/acc"}}, {"metric": {"tag": "val/acc_best"}}, {"hparam": "model/cell"}],
         "startIndex": 0,
         "sliceSize": 100,
     }

@@ -62,8 +62,10 @@ def test_windows_predict_the_next_token():
 def test_splits_are_contiguous_blocks_without_overlap(corpus):
     dm = TextDataModule(level="char", path=str(corpus), seq_len=10)
     total = sum(len(s.x) for s in dm.splits.values())
-    assert total == sum((n - 1) // 10 for n in (len(CORPUS) - 2 * int(len(CORPUS) * 0.05),
-                                                   int(len(CORPUS) * 0.05), int(len(CORPUS) * 0.05)))
+    assert total == sum(
+        (n - 1) // 10
+        for n in (len(CORPUS) - 2 * int(len(CORPUS) * 0.05), int(len(CORPUS) * 0.05), int(len(CORPUS) * 0.05))
+    )
     assert dm.task.kind == "language_model" and dm.task.token_metric == "bpc"
 
 
@@ -124,8 +126,12 @@ def test_generate_command_samples_text_with_the_saved_vocabulary(make_cfg, tmp_p
     cfg = make_cfg("data=text_char", "model=gru")
     train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    gen = compose_config("generate", [f"ckpt={ckpt}", "prompt=The assert", "length=50", "temperature=0.8", "top_k=5"],
-                         tmp_path / "gen", data_dir)
+    gen = compose_config(
+        "generate",
+        [f"ckpt={ckpt}", "prompt=The assert", "length=50", "temperature=0.8", "top_k=5"],
+        tmp_path / "gen",
+        data_dir,
+    )
     text = generate_from_checkpoint(gen)
     assert text.startswith("The assert") and len(text.replace("<unk>", "?")) == len("The assert") + 50
     assert (tmp_path / "gen" / "sample.txt").read_text(encoding="utf-8") == text
@@ -136,7 +142,10 @@ def test_generate_command_samples_text_with_the_saved_vocabulary(make_cfg, tmp_p
     [
         ({"path": "/no/such/file.txt"}, r"data.path='/no/such/file.txt' is not a file"),
         ({"path": "EMPTY"}, r"data.path='.*empty.txt' is empty"),
-        ({"path": "SHORT", "seq_len": 50}, r"too short: the val block has \d+, less than one window of data.seq_len=50"),
+        (
+            {"path": "SHORT", "seq_len": 50},
+            r"too short: the val block has \d+, less than one window of data.seq_len=50",
+        ),
         ({"seq_len": 1}, r"data.seq_len=1 is not allowed"),
         ({"level": "word", "vocab_size": 1}, r"data.vocab_size=1 is not allowed; must be an integer >= 2"),
         ({"encoding": "bytes"}, r"data.encoding='bytes' is not allowed; allowed: embedding, onehot"),

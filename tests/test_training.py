@@ -15,8 +15,16 @@ from rnnlab.training import evaluate, optimized_value, train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
-CLASSIFIER_TAGS = {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/acc_best",
-                   "test/loss", "test/acc"}
+CLASSIFIER_TAGS = {
+    "train/loss_step",
+    "train/loss_epoch",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/acc_best",
+    "test/loss",
+    "test/acc",
+}
 
 
 def test_model_options_are_the_three_cells():
@@ -36,9 +44,18 @@ def test_every_model_and_data_composes_and_builds(make_cfg, model, data):
 
 @pytest.mark.parametrize(
     "overrides",
-    [["trainer=gpu"], ["trainer=default"], ["logger=csv"], ["callbacks=early_stopping"], ["callbacks=none"],
-     ["experiment=lab_recipe"], *[[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("mnist1d_best_*"))],
-     ["debug=fdr"], ["debug=limit"], ["model/optimizer=adam", "~model/scheduler"]],
+    [
+        ["trainer=gpu"],
+        ["trainer=default"],
+        ["logger=csv"],
+        ["callbacks=early_stopping"],
+        ["callbacks=none"],
+        ["experiment=lab_recipe"],
+        *[[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("mnist1d_best_*"))],
+        ["debug=fdr"],
+        ["debug=limit"],
+        ["model/optimizer=adam", "~model/scheduler"],
+    ],
     ids=lambda o: " ".join(o),
 )
 def test_other_config_options_compose(make_cfg, overrides):
@@ -61,8 +78,12 @@ def test_test_ckpt_last_tests_the_final_weights(make_cfg, tmp_path, data_dir):
     import torch
 
     # "Best" = the highest val/loss, so the best checkpoint is an early epoch and differs from the final weights.
-    cfg = make_cfg("test_ckpt=last", "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=val/loss",
-                   "callbacks.model_checkpoint.mode=max")
+    cfg = make_cfg(
+        "test_ckpt=last",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.monitor=val/loss",
+        "callbacks.model_checkpoint.mode=max",
+    )
     metrics = train(cfg)
     checkpoint_dir = Path(cfg.paths.output_dir) / "checkpoints"
     best = next(checkpoint_dir.glob("best-*.ckpt"))
@@ -113,8 +134,10 @@ def test_tiny_run_logs_metrics_and_hparams_to_tensorboard(make_cfg, model):
 
 
 def test_readouts_and_stacking_train(make_cfg):
-    for overrides in (["model.readout=last", "model.bidirectional=true"],
-                      ["model.readout=mean", "model.num_layers=2", "model.dropout=0.1"]):
+    for overrides in (
+        ["model.readout=last", "model.bidirectional=true"],
+        ["model.readout=mean", "model.num_layers=2", "model.dropout=0.1"],
+    ):
         metrics = train(make_cfg(*overrides, "test=false", run="-".join(overrides)))
         assert math.isfinite(metrics["val/loss"])
 
@@ -174,8 +197,13 @@ class CrashAtEpoch(pl.Callback):
 @pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(make_cfg):
     # 2 layers with dropout: the resume must also restore the RNG that dropout draws from.
-    setup = ["model=gru", "model.num_layers=2", "model.dropout=0.2", "trainer.max_epochs=4",
-             "trainer.deterministic=true"]
+    setup = [
+        "model=gru",
+        "model.num_layers=2",
+        "model.dropout=0.2",
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+    ]
     straight = make_cfg(*setup, run="straight")
     expected = train(straight)
 

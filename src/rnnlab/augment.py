@@ -6,8 +6,8 @@ dilation, scaling, shear, noise), so an augmented sample looks like one more dra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping
 
 import torch
 
@@ -42,7 +42,7 @@ class SeriesAugment:
                 raise ValueError(f"data.augment.{name}={value!r} is not allowed; must be {kind}")
 
     @classmethod
-    def from_config(cls, config: Mapping | None) -> "SeriesAugment":
+    def from_config(cls, config: Mapping | None) -> SeriesAugment:
         """From ``data.augment`` (None: off), naming any unknown key and the allowed ones."""
         config = dict(config or {})
         allowed = [f.name for f in fields(cls)]

@@ -29,8 +29,8 @@ on first use; elsewhere, or with ``RNNLAB_FUSED=0``, the same recurrence runs ea
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Union
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +41,9 @@ from rnnlab import fused
 from rnnlab.encoders import build_encoder
 from rnnlab.registry import Registry
 
-State = Union[Tensor, tuple[Tensor, Tensor]]
+State = Tensor | tuple[Tensor, Tensor]
 
-CELL_CLASSES: Registry[type["RecurrentCell"]] = Registry("model.cell")
+CELL_CLASSES: Registry[type[RecurrentCell]] = Registry("model.cell")
 
 
 def _autocasts(device_type: str) -> bool:
@@ -410,7 +410,13 @@ class RNNStack(nn.Module):
     """
 
     def __init__(
-        self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
     ):
         super().__init__()
         cls = CELL_CLASSES.get(cell)
@@ -491,7 +497,15 @@ def torch_parameter_pairs(stack: RNNStack, module: nn.RNNBase) -> Iterator[tuple
     if not isinstance(module, nn.RNNBase):
         raise ValueError(f"expected a torch.nn.RNN, GRU or LSTM, got {type(module).__name__}")
     cls = CELL_CLASSES.get(stack.cell)
-    got = (module.mode, module.input_size, module.hidden_size, module.num_layers, module.bidirectional, module.bias, module.proj_size)
+    got = (
+        module.mode,
+        module.input_size,
+        module.hidden_size,
+        module.num_layers,
+        module.bidirectional,
+        module.bias,
+        module.proj_size,
+    )
     want = (cls.torch_mode, stack.input_size, stack.hidden_size, stack.num_layers, stack.bidirectional, True, 0)
     if got != want:
         raise ValueError(f"{module} is not the torch.nn counterpart of {stack}")

@@ -62,5 +62,7 @@ def compare_hidden_size(_root_: DictConfig) -> int:
     if compare.match == "hidden":
         return int(compare.hidden_size)
     task = instantiate(_root_.data).task
-    model_kwargs = {key: _root_.model[key] for key in ("cell", "impl", "num_layers", "dropout", "bidirectional", "readout")}
+    model_kwargs = {
+        key: _root_.model[key] for key in ("cell", "impl", "num_layers", "dropout", "bidirectional", "readout")
+    }
     return matched_hidden_size(task, model_kwargs, int(compare.target_params))

@@ -6,9 +6,10 @@ Light on purpose (no torch at import): ``src/train.py`` imports it before Hydra 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from numbers import Real
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -31,10 +32,13 @@ def run_dir_of_checkpoint(ckpt_path: str) -> Path:
     """``<run dir>/checkpoints/<name>.ckpt`` -> ``<run dir>``."""
     ckpt = Path(ckpt_path).expanduser().resolve()
     if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r} is not a file; give a checkpoint such as <run dir>/checkpoints/last.ckpt")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a file; give a checkpoint such as <run dir>/checkpoints/last.ckpt"
+        )
     if ckpt.parent.name != "checkpoints" or not (ckpt.parent.parent / RUN_CONFIG).is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is not inside a run directory (<run dir>/checkpoints/*.ckpt beside <run dir>/{RUN_CONFIG})"
+            f"ckpt_path={ckpt_path!r} is not inside a run directory "
+            f"(<run dir>/checkpoints/*.ckpt beside <run dir>/{RUN_CONFIG})"
         )
     return ckpt.parent.parent
 
@@ -79,7 +83,9 @@ def _compare_hidden_size(*, _root_: DictConfig) -> int:
 
 
 def compose_run_config(
-    overrides: Iterable[str] = (), output_dir: str | Path = "run", data_dir: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    output_dir: str | Path = "run",
+    data_dir: str | Path | None = None,
     config_name: str = "train",
 ) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with ``overrides`` as the command line would, for use in Python
@@ -112,8 +118,15 @@ def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(allowed)}")
 
 
-def _number(key: str, value: Any, *, integer: bool = False, low: float | None = None, low_inclusive: bool = False,
-            high: float | None = None) -> None:
+def _number(
+    key: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    low_inclusive: bool = False,
+    high: float | None = None,
+) -> None:
     ok_type = isinstance(value, int) if integer else isinstance(value, Real)
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if integer else "a number"

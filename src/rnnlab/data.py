@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -64,7 +64,7 @@ class TensorPairs(Dataset):
     def __getitem__(self, idx):
         return self.x[idx], self.y[idx]
 
-    def to(self, device: torch.device | str) -> "TensorPairs":
+    def to(self, device: torch.device | str) -> TensorPairs:
         """The same pairs on ``device`` (self when they are there already)."""
         if self.x.device == torch.device(device) and self.y.device == torch.device(device):
             return self
@@ -85,8 +85,16 @@ class EpochSeededBatchSampler(Sampler[torch.Tensor]):
     ``device`` once per epoch (the dataset's device), so a batch is gathered without a host-to-device copy.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
-                 num_replicas: int = 1, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        num_replicas: int = 1,
+        device: torch.device | str = "cpu",
+    ):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank} is not allowed; must be in [0, {num_replicas})")
         if num_samples < num_replicas:
@@ -120,8 +128,9 @@ class EpochSeededBatchSampler(Sampler[torch.Tensor]):
         return count - 1 if count > 1 and 0 < rest < self.num_replicas else count
 
 
-def tensor_loader(dataset: TensorPairs, batch_size: int, shuffle: bool, seed: int, rank: int = 0,
-                  num_replicas: int = 1) -> DataLoader:
+def tensor_loader(
+    dataset: TensorPairs, batch_size: int, shuffle: bool, seed: int, rank: int = 0, num_replicas: int = 1
+) -> DataLoader:
     """A DataLoader that hands the dataset one index tensor per batch (``batch_size=None`` turns off collation)."""
     sampler = EpochSeededBatchSampler(len(dataset), batch_size, shuffle, seed, rank, num_replicas, dataset.x.device)
     return DataLoader(dataset, sampler=sampler, batch_size=None)

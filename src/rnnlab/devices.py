@@ -7,7 +7,8 @@ assignment is a pure function of the visible device count.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -47,7 +48,10 @@ def relaunches_command(trainer: Any) -> bool:
     from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
     launcher = getattr(trainer.strategy, "launcher", None)
-    return isinstance(launcher, _SubprocessScriptLauncher) and not launcher.cluster_environment.creates_processes_externally
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and not launcher.cluster_environment.creates_processes_externally
+    )
 
 
 def check_launch(trainer: Any) -> None:

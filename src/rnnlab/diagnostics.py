@@ -119,7 +119,7 @@ class StepGradients:
         """(N, ..., H) -> the norm over hidden units, averaged over the batch (one value per step)."""
         return grad.detach().float().norm(dim=-1).mean(dim=0).cpu()
 
-    def __enter__(self) -> "StepGradients":
+    def __enter__(self) -> StepGradients:
         self._handle = self.encoder.register_forward_hook(self._on_forward)
         return self
 
@@ -163,8 +163,13 @@ def grad_by_step_figure(norms_by_label: dict[str, list[float]], title: str):
     figure = Figure(figsize=(6, 3.5), layout="constrained")
     axes = figure.add_subplot()
     for i, (label, norms) in enumerate(norms_by_label.items()):
-        axes.plot(range(1, len(norms) + 1), norms, marker="." if i == 0 else None, linestyle="-" if i == 0 else ":",
-                  label=label)
+        axes.plot(
+            range(1, len(norms) + 1),
+            norms,
+            marker="." if i == 0 else None,
+            linestyle="-" if i == 0 else ":",
+            label=label,
+        )
     axes.set_yscale("log")
     axes.set_xlabel("time step t")
     axes.set_ylabel("‖∂L/∂h_t‖ (batch mean)")

@@ -12,7 +12,7 @@ config chooses one with ``model.impl=<name>``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -81,7 +81,6 @@ def top_layer_state(state: torch.Tensor | tuple[torch.Tensor, torch.Tensor], bid
     h_n = state[0] if isinstance(state, tuple) else state
     dirs = 2 if bidirectional else 1
     return torch.cat(list(h_n[-dirs:]), dim=-1)
-
 
 
 @ENCODERS.register("custom")

@@ -43,8 +43,9 @@ def log_figure(trainer: pl.Trainer, tag: str, figure, step: int | None = None) -
     """``figure`` into every TensorBoard logger at ``step`` (default: the trainer's global step)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, global_step=trainer.global_step if step is None else step,
-                                         close=False)
+            logger.experiment.add_figure(
+                tag, figure, global_step=trainer.global_step if step is None else step, close=False
+            )
 
 
 class PredictionFigures(pl.Callback):
@@ -77,15 +78,20 @@ class PredictionFigures(pl.Callback):
         x, y = batch
         if pl_module.task.per_step:
             predicted = pl_module(x[:1, : self.max_steps])
-            figure = series_figure("validation: predicted vs target", target=y[0, : self.max_steps, 0],
-                                   predicted=predicted[0, :, 0])
+            figure = series_figure(
+                "validation: predicted vs target", target=y[0, : self.max_steps, 0], predicted=predicted[0, :, 0]
+            )
         else:
             figure = scatter_figure("validation: predicted vs target", pl_module(x), y)
         log_figure(trainer, "figures/prediction", figure)
 
     def on_validation_epoch_end(self, trainer, pl_module):
         datamodule = trainer.datamodule
-        if not self._due(trainer, pl_module) or not pl_module.task.generative or not hasattr(datamodule, "continuation"):
+        if (
+            not self._due(trainer, pl_module)
+            or not pl_module.task.generative
+            or not hasattr(datamodule, "continuation")
+        ):
             return
         from rnnlab.generation import generate
 
@@ -99,15 +105,27 @@ class TextSamples(pl.Callback):
     """Language models: every ``every_n_epochs`` validation epochs, log ``samples/text``, a continuation of
     ``prompt`` of ``length`` tokens sampled at ``temperature`` (``top_k``: only the k likeliest tokens)."""
 
-    def __init__(self, every_n_epochs: int = 1, prompt: str = "The ", length: int = 200, temperature: float = 0.8,
-                 top_k: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        prompt: str = "The ",
+        length: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        seed: int = 0,
+    ):
         self.every_n_epochs, self.prompt, self.length = every_n_epochs, prompt, length
         self.temperature, self.top_k, self.seed = temperature, top_k, seed
 
     def on_validation_epoch_end(self, trainer, pl_module):
         vocabulary = getattr(trainer.datamodule, "vocabulary", None)
-        if (vocabulary is None or not trainer.is_global_zero or trainer.sanity_checking or self.every_n_epochs <= 0
-                or trainer.current_epoch % self.every_n_epochs):
+        if (
+            vocabulary is None
+            or not trainer.is_global_zero
+            or trainer.sanity_checking
+            or self.every_n_epochs <= 0
+            or trainer.current_epoch % self.every_n_epochs
+        ):
             return
         from rnnlab.generation import sample_text
 

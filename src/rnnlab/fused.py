@@ -149,7 +149,9 @@ void lstm_forward(at::Tensor act, at::Tensor w_hh, at::Tensor hs, at::Tensor cs,
       const int64_t rows = end - begin;
       // The block's rows of a (T, N, K) buffer at step t, and a pointer to them.
       auto block = [&](const at::Tensor& buffer, int64_t t) { return buffer[t].narrow(0, begin, rows); };
-      auto ptr = [&](const at::Tensor& buffer, int64_t t) { return buffer[t].data_ptr<scalar_t>() + begin * buffer.size(2); };
+      auto ptr = [&](const at::Tensor& buffer, int64_t t) {
+        return buffer[t].data_ptr<scalar_t>() + begin * buffer.size(2);
+      };
       at::Tensor hg = at::empty({rows, 4 * H}, act.options());
       for (int64_t t = 0; t < steps; ++t) {
         at::mm_out(hg, block(hs, t), w_hh);
@@ -171,7 +173,9 @@ void lstm_backward(at::Tensor act, at::Tensor w_hh_t, at::Tensor cs, at::Tensor 
     at::parallel_for(0, batch, std::max<int64_t>(1, kGrainElements / H), [&](int64_t begin, int64_t end) {
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
       const int64_t rows = end - begin;
-      auto ptr = [&](const at::Tensor& buffer, int64_t t) { return buffer[t].data_ptr<scalar_t>() + begin * buffer.size(2); };
+      auto ptr = [&](const at::Tensor& buffer, int64_t t) {
+        return buffer[t].data_ptr<scalar_t>() + begin * buffer.size(2);
+      };
       at::Tensor dh_next = dh0.narrow(0, begin, rows);
       for (int64_t t = steps - 1; t >= 0; --t) {
         backward_rows(ptr(act, t), ptr(cs, t), ptr(tanh_c, t), ptr(d_out, t), dh_next.const_data_ptr<scalar_t>(),
@@ -226,7 +230,12 @@ def _build() -> None:
         load_inline(
             "rnnlab_fused",
             cpp_sources=[_SOURCE],
-            extra_cflags=["-O3", "-fno-trapping-math", "-fopenmp", *_isa_flags()],  # -fno-trapping-math: lets exp_ vectorise
+            extra_cflags=[
+                "-O3",
+                "-fno-trapping-math",
+                "-fopenmp",
+                *_isa_flags(),
+            ],  # -fno-trapping-math: lets exp_ vectorise
             extra_ldflags=["-fopenmp"],  # resolves to the libgomp torch has loaded
             build_directory=directory,
             is_python_module=False,

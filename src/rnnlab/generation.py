@@ -7,7 +7,7 @@ One loop serves both kinds of generative task: a regression model feeds back its
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -25,8 +25,9 @@ def check_generative(model: RecurrentModel) -> None:
 
 
 @torch.no_grad()
-def roll_forward(model: RecurrentModel, seed: torch.Tensor, steps: int,
-                 next_input: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def roll_forward(
+    model: RecurrentModel, seed: torch.Tensor, steps: int, next_input: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """Read ``seed`` (N, T0, ...) in one pass, then ``steps`` times turn the last prediction (N, 1, O) into the
     next input with ``next_input``, carrying the hidden state. Returns the generated inputs (N, steps, ...)."""
     check_generative(model)
@@ -53,8 +54,9 @@ def generate(model: RecurrentModel, seed: torch.Tensor, steps: int) -> torch.Ten
     return roll_forward(model, seed, steps, next_input=lambda prediction: prediction)
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Draw token indices (N, 1) from logits (N, 1, V): softmax(logits / temperature) over the ``top_k`` most
     likely tokens (all if None); temperature 0 takes the most likely token."""
     if temperature < 0:
@@ -70,14 +72,27 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probabilities, 1, generator=generator)
 
 
-def sample_tokens(model: RecurrentModel, prompt: torch.Tensor, length: int, temperature: float = 1.0,
-                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_tokens(
+    model: RecurrentModel,
+    prompt: torch.Tensor,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Continue token sequences: prompt (N, T0) indices -> (N, length) sampled indices."""
     return roll_forward(model, prompt, length, lambda logits: sample_next(logits, temperature, top_k, generator))
 
 
-def sample_text(model: RecurrentModel, vocabulary, prompt: str, length: int, temperature: float = 1.0,
-                top_k: int | None = None, seed: int | None = None) -> str:
+def sample_text(
+    model: RecurrentModel,
+    vocabulary,
+    prompt: str,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> str:
     """The prompt followed by ``length`` sampled tokens, as text."""
     tokens = vocabulary.tokenize(prompt)
     if not tokens:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -115,8 +115,12 @@ class CompiledOrEager:
 
     def _fall_back(self, error: Exception) -> None:
         first_line = (str(error).strip().splitlines() or [""])[0]
-        warnings.warn(f"model.compile=true: torch.compile failed for {self.name} ({type(error).__name__}: "
-                      f"{first_line}); running it uncompiled", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"model.compile=true: torch.compile failed for {self.name} ({type(error).__name__}: "
+            f"{first_line}); running it uncompiled",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         self.compiled = None
 
     def __call__(self, *args):
@@ -173,8 +177,9 @@ class RecurrentModel(pl.LightningModule):
         )
         if forget_bias is not None:
             if cell != "lstm":
-                raise ValueError(f"model.forget_bias={forget_bias} is for model=lstm only, not model.cell={cell!r}; "
-                                 "leave it null")
+                raise ValueError(
+                    f"model.forget_bias={forget_bias} is for model=lstm only, not model.cell={cell!r}; leave it null"
+                )
             set_forget_bias(self.encoder, float(forget_bias))
         readout_cls = READOUTS.get(readout)
         dirs_hidden = hidden_size * (2 if bidirectional else 1)
@@ -330,8 +335,10 @@ class SequenceRegressor(RecurrentModel):
         if not task.trivial_mse:
             raise ValueError(f"regression task {task} needs a positive trivial_mse")
         if self.hparams.label_smoothing:
-            raise ValueError(f"model.label_smoothing={self.hparams.label_smoothing} is for classification and language "
-                             "modelling, not regression; leave it 0")
+            raise ValueError(
+                f"model.label_smoothing={self.hparams.label_smoothing} is for classification and language "
+                "modelling, not regression; leave it 0"
+            )
         self.val_mse, self.test_mse = MeanSquaredError(), MeanSquaredError()
         self.val_mse_best = MinMetric()
         self.val_mse_best.persistent(True)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import optuna
 
 
-def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = None) -> "optuna.trial.Trial":
+def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = None) -> optuna.trial.Trial:
     """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job.
 
     ``pruner`` is the sweep's; None means no pruning (not Optuna's default for a loaded study, median).
@@ -48,7 +48,7 @@ class OptunaPruning(pl.Callback):
     A NaN value is reported as such: the median pruner prunes a trial whose intermediate value is NaN.
     """
 
-    def __init__(self, trial: "optuna.trial.Trial", monitor: str) -> None:
+    def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
 
@@ -67,7 +67,7 @@ class OptunaPruning(pl.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.monitor}={value:.4g}")
 
 
-def running_on_host(study: "optuna.Study", host: str) -> int:
+def running_on_host(study: optuna.Study, host: str) -> int:
     """How many of the study's trials are running on ``host`` (their ``worker`` attribute is ``host:pid``)."""
     import optuna
 
@@ -86,7 +86,7 @@ class ShareCores(pl.Callback):
     a trial is not bit-for-bit repeatable.
     """
 
-    def __init__(self, study: "optuna.Study", host: str | None = None) -> None:
+    def __init__(self, study: optuna.Study, host: str | None = None) -> None:
         self.study, self.host = study, host or socket.gethostname()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 RUN_CONFIG = "config.yaml"
 PARAMS_TAG = "model/num_parameters"
 CELL_ORDER = {"vanilla": 0, "gru": 1, "lstm": 2}
-REPORT_RUN = "report"
-FLOOR = 1e-30  # gradient norms that underflowed to 0 still go on a log scale  # the report's own TensorBoard run directory under --out
+REPORT_RUN = "report"  # the report's own TensorBoard run directory under --out
+FLOOR = 1e-30  # gradient norms that underflowed to 0 still go on a log scale
 
 
 class NoRunsError(RuntimeError):
@@ -93,8 +93,7 @@ class Run:
 def find_run_dirs(logdir: Path) -> list[Path]:
     """Directories holding a run's ``config.yaml`` and TensorBoard events, at any depth, sorted."""
     return sorted(
-        config.parent for config in Path(logdir).rglob(RUN_CONFIG)
-        if any(config.parent.glob("events.out.tfevents.*"))
+        config.parent for config in Path(logdir).rglob(RUN_CONFIG) if any(config.parent.glob("events.out.tfevents.*"))
     )
 
 
@@ -202,8 +201,13 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.task, run.group), []).append(run)
-    return sorted((Group(task, name, sorted(members, key=lambda r: (r.config.get("seed", 0), str(r.run_dir))))
-                   for (task, name), members in groups.items()), key=lambda g: g.key)
+    return sorted(
+        (
+            Group(task, name, sorted(members, key=lambda r: (r.config.get("seed", 0), str(r.run_dir))))
+            for (task, name), members in groups.items()
+        ),
+        key=lambda g: g.key,
+    )
 
 
 # ------------------------------------------------------------------------------------------- output
@@ -248,8 +252,15 @@ def markdown(logdir: Path, groups: list[Group]) -> str:
             f"{g.test_metric} {_pm(*g.test())} | {g.epochs()} | {_num(g.wall_time(), '.1f')} | "
             f"{_num(g.grad_ratio(), '.3g')} |"
         )
-    lines += ["", "![report](report.png)", "", "## Runs", "",
-              "| group | seed | best val | test | epochs | wall time (s) | run dir |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "![report](report.png)",
+        "",
+        "## Runs",
+        "",
+        "| group | seed | best val | test | epochs | wall time (s) | run dir |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for g in groups:
         for r in g.runs:
             lines.append(
@@ -285,8 +296,13 @@ def figure(groups: list[Group]):
         epochs, mean, std = g.val_band()
         if len(epochs):
             color = colors[g.label + g.task]
-            curves.plot(epochs, mean, color=color, marker="." if len(epochs) < 30 else None,
-                        label=f"{name(g)} (n={len(g.runs)})")
+            curves.plot(
+                epochs,
+                mean,
+                color=color,
+                marker="." if len(epochs) < 30 else None,
+                label=f"{name(g)} (n={len(g.runs)})",
+            )
             curves.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
     metric = groups[0].runs[0].base_metric
     curves.set_xlabel("epoch")
@@ -312,8 +328,14 @@ def figure(groups: list[Group]):
             grads.plot(range(1, len(last) + 1), last, color=color, label=f"{name(g)}, last epoch")
             first = g.grad_profile("first")
             if first is not None and not np.array_equal(first, last):
-                grads.plot(range(1, len(first) + 1), first, color=color, linestyle=":", linewidth=1,
-                           label=f"{name(g)}, first epoch")
+                grads.plot(
+                    range(1, len(first) + 1),
+                    first,
+                    color=color,
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"{name(g)}, first epoch",
+                )
         grads.set_yscale("log")
         grads.set_xlabel("time step t")
         grads.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")
@@ -373,7 +395,9 @@ class CompareReport(Callback):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnnlab.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("logdir", help="a log directory the app wrote: logs/, logs/<task>, a multirun sweep dir, ...")
-    parser.add_argument("--out", help="where report.md, report.png and the report's TensorBoard run go (default: logdir)")
+    parser.add_argument(
+        "--out", help="where report.md, report.png and the report's TensorBoard run go (default: logdir)"
+    )
     parser.add_argument("--no-tensorboard", action="store_true", help="do not write the report into TensorBoard")
     args = parser.parse_args(argv)
     if not Path(args.logdir).is_dir():

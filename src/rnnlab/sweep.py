@@ -11,11 +11,11 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
-
 
 if TYPE_CHECKING:
     import optuna
@@ -75,7 +75,7 @@ def non_finite_reason(value: Any) -> str | None:
     return None if math.isfinite(number) else f"the job returned {number} for the optimised metric"
 
 
-def ranked_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Completed trials, best first."""
     import optuna
 
@@ -84,7 +84,7 @@ def ranked_trials(study: "optuna.Study") -> list["optuna.trial.FrozenTrial"]:
     return sorted(done, key=lambda t: t.value, reverse=maximize)
 
 
-def top_trials_table(study: "optuna.Study", top_k: int) -> str:
+def top_trials_table(study: optuna.Study, top_k: int) -> str:
     """A plain-text table of the ``top_k`` best trials and the count of trials per state."""
     ranked = ranked_trials(study)[:top_k]
     param_names = sorted({name for trial in ranked for name in trial.params})
@@ -96,7 +96,9 @@ def top_trials_table(study: "optuna.Study", top_k: int) -> str:
     for trial in study.get_trials(deepcopy=False):
         counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
     states = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
-    return "\n".join([f"study {study.study_name!r}: {states}; top {len(ranked)} by {study.direction.name.lower()}:", *lines])
+    return "\n".join(
+        [f"study {study.study_name!r}: {states}; top {len(ranked)} by {study.direction.name.lower()}:", *lines]
+    )
 
 
 def _short(value: Any) -> str:
@@ -121,7 +123,7 @@ def override_value(value: Any) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def write_best(study: "optuna.Study", sweep_dir: Path, base_overrides: Iterable[str], metric: str) -> Path | None:
+def write_best(study: optuna.Study, sweep_dir: Path, base_overrides: Iterable[str], metric: str) -> Path | None:
     """``<sweep dir>/best.yaml``: the best trial's value, params, run dir, and the overrides to train it again.
 
     ``overrides`` are the sweep's own fixed overrides plus the best params, without the sweep's epoch budget:

@@ -9,7 +9,7 @@ which the model needs when it is built.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -166,8 +166,15 @@ class GeneratedDataModule(TensorDataModule):
 class DynamicAddingDataModule(GeneratedDataModule):
     """The course setup: 9 sequences of 3000 steps per split, batch 3; x (N, T, 2), y (N, T, 1)."""
 
-    def __init__(self, num_sequences: int = 9, seq_len: int = 3000, marker_probs: Sequence[float] = (0.25, 0.25, 0.5),
-                 batch_size: int = 3, seed: int = 0, shuffle_seed: int = 0):
+    def __init__(
+        self,
+        num_sequences: int = 9,
+        seq_len: int = 3000,
+        marker_probs: Sequence[float] = (0.25, 0.25, 0.5),
+        batch_size: int = 3,
+        seed: int = 0,
+        shuffle_seed: int = 0,
+    ):
         super().__init__(batch_size, seed, shuffle_seed)
         _positive("data.num_sequences", num_sequences)
         _seq_len("data.seq_len", seq_len)
@@ -175,24 +182,46 @@ class DynamicAddingDataModule(GeneratedDataModule):
             split: TensorPairs(*dynamic_adding(num_sequences, seq_len, marker_probs, _generator(seed, split)))
             for split in SPLITS
         }
-        self.task = TaskSpec(kind="regression", input_size=2, seq_len=seq_len, output_size=1, per_step=True,
-                             trivial_mse=trivial_mse(self.splits["train"].y))
+        self.task = TaskSpec(
+            kind="regression",
+            input_size=2,
+            seq_len=seq_len,
+            output_size=1,
+            per_step=True,
+            trivial_mse=trivial_mse(self.splits["train"].y),
+        )
 
 
 class AddingDataModule(GeneratedDataModule):
     """The classic adding problem: x (N, T, 2), y (N, 1), read at the end; success = within 0.04."""
 
-    def __init__(self, seq_len: int = 100, num_train: int = 10000, num_val: int = 1000, num_test: int = 1000,
-                 tolerance: float = 0.04, batch_size: int = 100, seed: int = 0, shuffle_seed: int = 0):
+    def __init__(
+        self,
+        seq_len: int = 100,
+        num_train: int = 10000,
+        num_val: int = 1000,
+        num_test: int = 1000,
+        tolerance: float = 0.04,
+        batch_size: int = 100,
+        seed: int = 0,
+        shuffle_seed: int = 0,
+    ):
         super().__init__(batch_size, seed, shuffle_seed)
         _seq_len("data.seq_len", seq_len)
         sizes = {"train": num_train, "val": num_val, "test": num_test}
         for split, size in sizes.items():
             _positive(f"data.num_{split}", size)
-        self.splits = {split: TensorPairs(*classic_adding(size, seq_len, _generator(seed, split)))
-                       for split, size in sizes.items()}
-        self.task = TaskSpec(kind="regression", input_size=2, seq_len=seq_len, output_size=1,
-                             trivial_mse=trivial_mse(self.splits["train"].y), tolerance=tolerance)
+        self.splits = {
+            split: TensorPairs(*classic_adding(size, seq_len, _generator(seed, split))) for split, size in sizes.items()
+        }
+        self.task = TaskSpec(
+            kind="regression",
+            input_size=2,
+            seq_len=seq_len,
+            output_size=1,
+            trivial_mse=trivial_mse(self.splits["train"].y),
+            tolerance=tolerance,
+        )
 
 
 class SineDataModule(GeneratedDataModule):
@@ -203,9 +232,17 @@ class SineDataModule(GeneratedDataModule):
     batches (truncated BPTT); otherwise non-overlapping windows are shuffled.
     """
 
-    def __init__(self, series_len: int = 20000, seq_len: int = 50, periods: Sequence[float] = (25.0, 60.0),
-                 noise: float = 0.05, stateful: bool = False, batch_size: int = 32, seed: int = 0,
-                 shuffle_seed: int = 0):
+    def __init__(
+        self,
+        series_len: int = 20000,
+        seq_len: int = 50,
+        periods: Sequence[float] = (25.0, 60.0),
+        noise: float = 0.05,
+        stateful: bool = False,
+        batch_size: int = 32,
+        seed: int = 0,
+        shuffle_seed: int = 0,
+    ):
         super().__init__(batch_size, seed, shuffle_seed)
         _seq_len("data.seq_len", seq_len)
         _positive("data.series_len", series_len)
@@ -218,10 +255,20 @@ class SineDataModule(GeneratedDataModule):
             else:
                 x, y = next_step_windows(series, seq_len)
                 if len(x) == 0:
-                    raise ValueError(f"data.series_len={series_len} is shorter than one window of data.seq_len={seq_len}")
+                    raise ValueError(
+                        f"data.series_len={series_len} is shorter than one window of data.seq_len={seq_len}"
+                    )
             self.splits[split] = TensorPairs(x, y)
-        self.task = TaskSpec(kind="regression", input_size=1, seq_len=seq_len, output_size=1, per_step=True,
-                             trivial_mse=trivial_mse(self.series["train"]), stateful=stateful, generative=True)
+        self.task = TaskSpec(
+            kind="regression",
+            input_size=1,
+            seq_len=seq_len,
+            output_size=1,
+            per_step=True,
+            trivial_mse=trivial_mse(self.series["train"]),
+            stateful=stateful,
+            generative=True,
+        )
 
     def _loader(self, split: str) -> DataLoader:
         if self.stateful:  # one chunk of all streams per batch, in time order; a process keeps its own streams

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
+
 from rnnlab.data import TaskSpec, TensorPairs, _positive
 from rnnlab.models import INPUT_LAYERS
 from rnnlab.synthetic import GeneratedDataModule, _seq_len
@@ -71,7 +72,7 @@ class Vocabulary:
     level: str  # "char" | "word": how text is split and joined
 
     @classmethod
-    def build(cls, tokens: Sequence[str], level: str, max_size: int | None = None) -> "Vocabulary":
+    def build(cls, tokens: Sequence[str], level: str, max_size: int | None = None) -> Vocabulary:
         """From training tokens only; ``max_size`` keeps the most frequent (ties alphabetically), ``<unk>`` included."""
         counts = Counter(tokens)
         kept = sorted(counts, key=lambda t: (-counts[t], t))
@@ -99,7 +100,7 @@ class Vocabulary:
         Path(path).write_text(json.dumps({"level": self.level, "tokens": self.tokens}, ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
+    def load(cls, path: str | Path) -> Vocabulary:
         data = json.loads(Path(path).read_text())
         return cls(data["tokens"], data["level"])
 
@@ -117,10 +118,20 @@ class TextDataModule(GeneratedDataModule):
     test blocks (contiguous, no overlap). ``vocab_size`` caps the vocabulary (most frequent tokens).
     """
 
-    def __init__(self, level: str = "char", path: str | None = None, seq_len: int = 100, batch_size: int = 64,
-                 val_fraction: float = 0.05, test_fraction: float = 0.05, vocab_size: int | None = None,
-                 remove_stop_words: bool = False, encoding: str = "onehot", embedding_dim: int = 32,
-                 shuffle_seed: int = 0):
+    def __init__(
+        self,
+        level: str = "char",
+        path: str | None = None,
+        seq_len: int = 100,
+        batch_size: int = 64,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        vocab_size: int | None = None,
+        remove_stop_words: bool = False,
+        encoding: str = "onehot",
+        embedding_dim: int = 32,
+        shuffle_seed: int = 0,
+    ):
         super().__init__(batch_size, seed=0, shuffle_seed=shuffle_seed)
         if level not in ("char", "word"):
             raise ValueError(f"data.level={level!r} is not allowed; allowed: char, word")
@@ -136,9 +147,11 @@ class TextDataModule(GeneratedDataModule):
         text = read_corpus(path)
         tokens = char_tokens(text) if level == "char" else word_tokens(text, remove_stop_words)
         n_val, n_test = int(len(tokens) * val_fraction), int(len(tokens) * test_fraction)
-        blocks = {"train": tokens[: len(tokens) - n_val - n_test],
-                  "val": tokens[len(tokens) - n_val - n_test : len(tokens) - n_test],
-                  "test": tokens[len(tokens) - n_test :]}
+        blocks = {
+            "train": tokens[: len(tokens) - n_val - n_test],
+            "val": tokens[len(tokens) - n_val - n_test : len(tokens) - n_test],
+            "test": tokens[len(tokens) - n_test :],
+        }
         for split, block in blocks.items():
             if len(block) < seq_len + 1:
                 raise ValueError(
@@ -147,9 +160,18 @@ class TextDataModule(GeneratedDataModule):
                 )
         self.vocabulary = Vocabulary.build(blocks["train"], level, vocab_size)
         self.remove_stop_words = remove_stop_words
-        self.splits = {split: TensorPairs(*next_token_windows(self.vocabulary.encode(block), seq_len))
-                       for split, block in blocks.items()}
-        self.task = TaskSpec(kind="language_model", input_size=len(self.vocabulary), seq_len=seq_len,
-                             output_size=len(self.vocabulary), per_step=True, generative=True,
-                             encoding=encoding, embedding_dim=embedding_dim,
-                             token_metric="bpc" if level == "char" else "ppl")
+        self.splits = {
+            split: TensorPairs(*next_token_windows(self.vocabulary.encode(block), seq_len))
+            for split, block in blocks.items()
+        }
+        self.task = TaskSpec(
+            kind="language_model",
+            input_size=len(self.vocabulary),
+            seq_len=seq_len,
+            output_size=len(self.vocabulary),
+            per_step=True,
+            generative=True,
+            encoding=encoding,
+            embedding_dim=embedding_dim,
+            token_metric="bpc" if level == "char" else "ppl",
+        )

@@ -98,11 +98,14 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
     logger_cfg = cfg.get("logger")
     if cfg.get("ckpt_path") and logger_cfg:
         # TensorBoard drops events at or after this step from the interrupted session: no duplicated steps.
-        logger_cfg = OmegaConf.merge(logger_cfg, {
-            key: {"purge_step": _global_step_of(cfg.ckpt_path)}
-            for key, conf in logger_cfg.items()
-            if conf is not None and conf._target_.endswith("TensorBoardLogger")
-        })
+        logger_cfg = OmegaConf.merge(
+            logger_cfg,
+            {
+                key: {"purge_step": _global_step_of(cfg.ckpt_path)}
+                for key, conf in logger_cfg.items()
+                if conf is not None and conf._target_.endswith("TensorBoardLogger")
+            },
+        )
     loggers = instantiate_all(logger_cfg)
     callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
@@ -112,7 +115,9 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
 
 
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, float]:
-    """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``). Returns every final metric (val/*, test/*) as floats.
+    """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``).
+
+    Returns every final metric (val/*, test/*) as floats.
 
     Under DDP every rank runs this: only rank 0 writes the run directory's files (config, vocabulary, logs,
     checkpoints), the ranks Lightning launches reuse rank 0's run directory, and every rank returns rank 0's
@@ -239,8 +244,11 @@ def _continue_series_to(out: Path, model: RecurrentModel, datamodule, cfg: DictC
     generated = generate(model, seed, cfg.length)
     mse = float(((generated - truth) ** 2).mean())
     np.savez(out / "generation.npz", seed=seed.numpy(), generated=generated.numpy(), true=truth.numpy())
-    figure = series_figure(f"{cfg.length} steps generated after {cfg.seed_len} seed steps ({cfg.split})",
-                           true=torch.cat([seed, truth], 1), generated=torch.cat([seed, generated], 1))
+    figure = series_figure(
+        f"{cfg.length} steps generated after {cfg.seed_len} seed steps ({cfg.split})",
+        true=torch.cat([seed, truth], 1),
+        generated=torch.cat([seed, generated], 1),
+    )
     figure.savefig(out / "generation.png", dpi=120)
     print(f"[rnnlab] generate length={cfg.length} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
     return mse

@@ -47,8 +47,15 @@ def confusion_figure(matrix, title: str = "test confusion matrix"):
     threshold = counts.max() / 2 if counts.size else 0
     for i in range(classes):
         for j in range(classes):
-            axes.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
-                      color="white" if counts[i, j] > threshold else "black")
+            axes.text(
+                j,
+                i,
+                int(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if counts[i, j] > threshold else "black",
+            )
     axes.set_xticks(range(classes))
     axes.set_yticks(range(classes))
     axes.set_xlabel("predicted class")
@@ -100,5 +107,8 @@ class TensorBoardViews(pl.Callback):
         if not trainer.is_global_zero:
             return
         accuracy = float(self._counts.diag().sum() / self._counts.sum())
-        log_figure(trainer, "figures/confusion_matrix",
-                   confusion_figure(self._counts, f"test confusion matrix (accuracy {accuracy:.3f})"))
+        log_figure(
+            trainer,
+            "figures/confusion_matrix",
+            confusion_figure(self._counts, f"test confusion matrix (accuracy {accuracy:.3f})"),
+        )

@@ -7,7 +7,7 @@ can be given the same way.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -19,7 +19,7 @@ class RnnlabOptunaSweeperConf:
     _target_: str = "hydra_plugins.rnnlab_sweeper.optuna_sweeper.RnnlabOptunaSweeper"
     # sampler and pruner arrive as (resolved) configs: the pruner's is handed on to every trial job.
     _recursive_: bool = False
-    defaults: List[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
+    defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
     # Any Optuna RDB URL; a SQLite file's folder is created when missing.
     storage: str = "sqlite:///${paths.root_dir}/multirun/optuna.db"
     # <data>-<cell>. Not ${task_name}: Hydra builds the sweeper before ${hydra:...} can resolve.
@@ -43,12 +43,12 @@ class RnnlabOptunaSweeperConf:
     sampler: Any = None
     pruner: Any = None
     # key: search space, e.g. model.hidden_size: tag(log, int(interval(8, 256)))
-    params: Dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
     # Known settings to try before sampling, once per study: [{model.hidden_size: 64, model.optimizer.lr: 0.005}]
-    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
 
-SAMPLERS: Dict[str, Dict[str, Any]] = {
+SAMPLERS: dict[str, dict[str, Any]] = {
     "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 5},
     "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
     # Every combination of choice()/range() params once, in random order (small grids, designed tests).
@@ -56,7 +56,7 @@ SAMPLERS: Dict[str, Dict[str, Any]] = {
 }
 
 # Steps are validation epochs (the job reports the optimised metric once per validation epoch).
-PRUNERS: Dict[str, Optional[Dict[str, Any]]] = {
+PRUNERS: dict[str, dict[str, Any] | None] = {
     "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 4, "n_warmup_steps": 2},
     "hyperband": {
         "_target_": "optuna.pruners.HyperbandPruner",

@@ -17,7 +17,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
@@ -63,7 +63,9 @@ def distribution_of(override: Override):
             raise SearchSpaceError(f"{key}: tag(log, ...) needs interval(...), not choice(...)")
         for choice in sweep.list:
             if not isinstance(choice, (str, int, float, bool)):
-                raise SearchSpaceError(f"{key}: choice {choice!r} is not allowed; choices must be str, int, float or bool")
+                raise SearchSpaceError(
+                    f"{key}: choice {choice!r} is not allowed; choices must be str, int, float or bool"
+                )
         return CategoricalDistribution(list(sweep.list))
     if isinstance(sweep, RangeSweep):
         if log_scale:
@@ -132,8 +134,8 @@ class RnnlabOptunaSweeper(Sweeper):
         top_k: int,
         sampler: Any,
         pruner: Any,
-        params: Optional[Dict[str, str]],
-        enqueue: Optional[List[Dict[str, Any]]] = None,
+        params: dict[str, str] | None,
+        enqueue: list[dict[str, Any]] | None = None,
         trials_per_gpu: int = 1,
     ) -> None:
         if direction not in DIRECTIONS:
@@ -158,10 +160,10 @@ class RnnlabOptunaSweeper(Sweeper):
         self.params = dict(params or {})
         self.enqueue = [dict(entry) for entry in enqueue or ()]
         self.trials_per_gpu = trials_per_gpu
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
         self.launcher = None
-        self.gpus: list[Optional[int]] = []  # the GPU of each parallel trial (None: the trial's own trainer config)
+        self.gpus: list[int | None] = []  # the GPU of each parallel trial (None: the trial's own trainer config)
         self._study_lock = threading.Lock()  # parallel slots share the study object
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -176,7 +178,7 @@ class RnnlabOptunaSweeper(Sweeper):
 
     # --------------------------------------------------------------------------------- search space
 
-    def _search_space(self, arguments: List[str]) -> tuple[dict, list[str]]:
+    def _search_space(self, arguments: list[str]) -> tuple[dict, list[str]]:
         """(distributions by key, fixed overrides): ``params`` first, command-line arguments win."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         merged: dict[str, Override] = {}
@@ -202,7 +204,7 @@ class RnnlabOptunaSweeper(Sweeper):
         """Whether trials run on this machine (its cores and GPUs are shared among them)."""
         return str(self.config.hydra.launcher.get("_target_", "")).rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
 
-    def _gpu_plan(self, parallel: int) -> tuple[int, list[str], list[Optional[int]]]:
+    def _gpu_plan(self, parallel: int) -> tuple[int, list[str], list[int | None]]:
         """(trials run at once, overrides for every trial, the GPU index of each parallel trial or None).
 
         Only for GPU trials (trainer.accelerator gpu/cuda) on a launcher of this machine: each parallel trial
@@ -215,25 +217,31 @@ class RnnlabOptunaSweeper(Sweeper):
             return parallel, [], [None] * parallel
         count = cuda_device_count()
         if count == 0:
-            print(f"[rnnlab] no GPU visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): "
-                  "trials run on CPU (trainer.accelerator=cpu)")
+            print(
+                f"[rnnlab] no GPU visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): "
+                "trials run on CPU (trainer.accelerator=cpu)"
+            )
             return parallel, ["trainer.accelerator=cpu", "trainer.devices=1"], [None] * parallel
         slots = gpu_slots(parallel, count, self.trials_per_gpu)
         names = visible_gpu_names(os.environ, count)
-        log.info(f"{len(slots)} trials at a time on GPUs {', '.join(names)} "
-                 f"(hydra.sweeper.trials_per_gpu={self.trials_per_gpu}, launcher jobs {parallel})")
+        log.info(
+            f"{len(slots)} trials at a time on GPUs {', '.join(names)} "
+            f"(hydra.sweeper.trials_per_gpu={self.trials_per_gpu}, launcher jobs {parallel})"
+        )
         return len(slots), [], list(slots)
 
     # --------------------------------------------------------------------------------- sweep
 
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
         from rnnlab.sweep import cpu_share, open_storage, top_trials_table, write_best
 
         distributions, fixed = self._search_space(arguments)
         if not distributions:
-            raise SearchSpaceError("nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))")
+            raise SearchSpaceError(
+                "nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))"
+            )
         parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
         per_job = list(fixed) + device_overrides
         if self.config.get("threads") is None and self._local_launcher():  # not set by the user: a share of the cores,
@@ -245,7 +253,10 @@ class RnnlabOptunaSweeper(Sweeper):
 
         storage = open_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
         study = optuna.create_study(
-            storage=storage, study_name=self.study_name, direction=self.direction, load_if_exists=True,
+            storage=storage,
+            study_name=self.study_name,
+            direction=self.direction,
+            load_if_exists=True,
             sampler=instantiate(self.sampler_conf) if self.sampler_conf else None,
             pruner=instantiate(self.pruner_conf) if self.pruner_conf else None,
         )
@@ -255,11 +266,13 @@ class RnnlabOptunaSweeper(Sweeper):
                 raise SearchSpaceError(f"hydra.sweeper.enqueue: {unknown} not swept; swept: {sorted(distributions)}")
             study.enqueue_trial(entry, skip_if_exists=True)
         started_states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
-        log.info(f"Study {self.study_name!r} on {_safe_url(self.storage_url)}: "
-                 f"{len(study.get_trials(deepcopy=False, states=started_states))} trials so far, "
-                 f"up to {self.n_trials} in all; sweep dir {sweep_dir}")
+        log.info(
+            f"Study {self.study_name!r} on {_safe_url(self.storage_url)}: "
+            f"{len(study.get_trials(deepcopy=False, states=started_states))} trials so far, "
+            f"up to {self.n_trials} in all; sweep dir {sweep_dir}"
+        )
         heartbeats = _Heartbeats(storage, self.heartbeat_interval)
-        outcomes: list[tuple[int, str, Optional[str]]] = []  # (trial number, state, error) of this run
+        outcomes: list[tuple[int, str, str | None]] = []  # (trial number, state, error) of this run
 
         def next_trial():
             """The next trial to run, asked from the stored study; None once it holds n_trials (or too many
@@ -336,7 +349,7 @@ class RnnlabOptunaSweeper(Sweeper):
         finally:
             heartbeats.discard(trial._trial_id)
 
-    def _tell(self, study, trial, result: Any) -> tuple[int, str, Optional[str]]:
+    def _tell(self, study, trial, result: Any) -> tuple[int, str, str | None]:
         import optuna
 
         from rnnlab.sweep import failure_reason, non_finite_reason
@@ -358,8 +371,10 @@ class RnnlabOptunaSweeper(Sweeper):
         trial.set_user_attr("error", reason)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         traceback = result._return_value if isinstance(result, JobReturn) else result
-        log.warning(f"trial {trial.number} FAIL: {reason} {trial.params}",
-                    exc_info=traceback if isinstance(traceback, BaseException) else None)
+        log.warning(
+            f"trial {trial.number} FAIL: {reason} {trial.params}",
+            exc_info=traceback if isinstance(traceback, BaseException) else None,
+        )
         return trial.number, TrialState.FAIL.name, reason
 
     def _too_many_failures(self, outcomes) -> bool:
@@ -372,7 +387,9 @@ class RnnlabOptunaSweeper(Sweeper):
             return
         number, reason = failures[0]
         if len(failures) == len(outcomes):
-            raise SweepFailedError(f"all {len(outcomes)} trials of this sweep failed; first error (trial {number}): {reason}")
+            raise SweepFailedError(
+                f"all {len(outcomes)} trials of this sweep failed; first error (trial {number}): {reason}"
+            )
         if self._too_many_failures(outcomes):
             raise SweepFailedError(
                 f"{len(failures)} of {len(outcomes)} trials failed, more than hydra.sweeper.max_failure_rate="
