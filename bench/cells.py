@@ -15,9 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from rnnlab import fused
-from rnnlab.cells import RNNStack, to_torch
-from rnnlab.encoders import CELLS
+from rnnlab.cells import CELLS, RNNStack, fused, to_torch
 
 COLUMNS = ("cell", "H", "custom ms", "builtin ms", "custom/builtin")
 
@@ -83,7 +81,7 @@ def markdown(rows: list[tuple]) -> str:
         lines.append(f"| {cell} | {hidden} | {custom:.2f} | {builtin:.2f} | {ratio:.2f}× |")
     # Which LSTM recurrence the custom rows timed: without a C++ compiler it falls back to the slower eager one.
     lstm = (
-        "fused C++ kernels (rnnlab.fused)"
+        "fused C++ kernels (rnnlab.cells.fused)"
         if fused.lstm_ops(torch.zeros(1)) is not None
         else "eager (RNNLAB_FUSED=0 or no build)"
     )

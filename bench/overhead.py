@@ -1,6 +1,6 @@
 """Framework overhead: an MNIST-1D training epoch through rnnlab against a plain PyTorch loop.
 
-rnnlab: ``rnnlab.training.train`` on the default config (Lightning Trainer, TensorBoard logger, the
+rnnlab: ``rnnlab.app.train.train`` on the default config (Lightning Trainer, TensorBoard logger, the
 default callbacks: checkpoints, learning-rate monitor, gradient diagnostics, views), with the
 optimiser the plain loop uses (Adam, constant lr) so both do the same arithmetic; no progress bar.
 Plain: the course lab's loop: a ``DataLoader`` over a ``TensorDataset``, batch 100, shuffled, Adam,
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
-from rnnlab.config import compose_run_config
+from rnnlab.app.compose import compose_run_config
 
 COLUMNS = ("model", "rnnlab s/epoch", "plain s/epoch", "rnnlab / plain", "pair ratios p25–p75")
 
@@ -98,7 +98,7 @@ def paired_epochs(
     overrides: list[str], epochs: int, workdir: Path, data_dir: Path, clock: Callable[[], float] = time.perf_counter
 ) -> list[tuple[float, float]]:
     """(rnnlab s, plain s) of each timed epoch pair of one interleaved run of ``epochs`` epochs."""
-    from rnnlab.training import train
+    from rnnlab.app.train import train
 
     interleave = Interleave(PlainLoop(overrides, workdir, data_dir), clock)
     cfg = compose_run_config(

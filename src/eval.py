@@ -6,14 +6,14 @@ python src/eval.py ckpt_path=<run dir>/checkpoints/best-epoch012.ckpt
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.config import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
+from rnnlab.app.setup import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
 
 prepare_entry_point()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> dict:
-    from rnnlab.training import evaluate
+    from rnnlab.app.evaluate import evaluate
 
     return evaluate(cfg)
 

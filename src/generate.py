@@ -7,14 +7,14 @@ python src/generate.py ckpt=<run dir>/checkpoints/last.ckpt prompt="The assert" 
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.config import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
+from rnnlab.app.setup import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
 
 prepare_entry_point()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
 def main(cfg: DictConfig) -> float:
-    from rnnlab.training import generate_from_checkpoint
+    from rnnlab.app.generate import generate_from_checkpoint
 
     return generate_from_checkpoint(cfg)
 

@@ -7,7 +7,7 @@ python src/train.py ckpt_path=<run dir>/checkpoints/last.ckpt   # resume an inte
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.config import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
+from rnnlab.app.setup import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
 
 prepare_entry_point()
 
@@ -16,8 +16,8 @@ prepare_entry_point()
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from rnnlab.config import resume_config
-    from rnnlab.training import optimized_value, train
+    from rnnlab.app.resume import resume_config
+    from rnnlab.app.train import optimized_value, train
 
     if cfg.ckpt_path:
         cfg = resume_config(cfg.ckpt_path, HydraConfig.get().overrides.task)

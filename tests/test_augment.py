@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rnnlab.augment import SeriesAugment
 from rnnlab.data import MNIST1DDataModule
+from rnnlab.data.augment import SeriesAugment
 
 
 def _batch(n: int = 64, steps: int = 40) -> torch.Tensor:

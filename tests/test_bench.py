@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 import overhead  # noqa: E402  (bench/ is a folder of scripts, not a package)

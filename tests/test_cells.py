@@ -10,16 +10,17 @@ from torch import nn
 from torch.func import functional_call
 
 from rnnlab.cells import (
+    CELLS,
     GRU,
     LSTM,
     RNNStack,
     VanillaRNN,
+    build_encoder,
     copy_to_torch,
     load_from_torch,
     to_torch,
     torch_parameter_pairs,
 )
-from rnnlab.encoders import CELLS, build_encoder
 
 KINDS = {"vanilla": VanillaRNN, "gru": GRU, "lstm": LSTM}
 GATES = {"vanilla": 1, "gru": 3, "lstm": 4}

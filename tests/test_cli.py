@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, read_scalars, run_cli
+from helpers import TINY, read_scalars, run_cli
 
 
 @pytest.mark.parametrize(
@@ -90,7 +90,7 @@ def test_help_and_the_sweep_parent_do_not_import_torch(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     probe = (
         "import runpy, sys\n"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_image_tags, read_scalars
-from rnnlab.diagnostics import GRADIENT_FILE, StepGradients, group_grad_norms, read_grad_by_step, unrolled
-from rnnlab.encoders import build_encoder
-from rnnlab.training import train
+from helpers import read_image_tags, read_scalars
+from rnnlab.app.train import train
+from rnnlab.callbacks.diagnostics import GRADIENT_FILE, StepGradients, group_grad_norms, read_grad_by_step, unrolled
+from rnnlab.cells import build_encoder
 
 IMPLS = ("builtin", "custom")
 CELLS = ("vanilla", "gru", "lstm")

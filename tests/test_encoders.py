@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rnnlab.cells import to_torch
-from rnnlab.encoders import build_encoder, set_forget_bias
+from rnnlab.cells import build_encoder, set_forget_bias, to_torch
 
 
 @pytest.mark.parametrize("impl", ["builtin", "custom"])

@@ -1,4 +1,4 @@
-"""The fused C++ LSTM kernels (rnnlab.fused): built on first use, equal to the eager path, a safe fallback.
+"""The fused C++ LSTM kernels (rnnlab.cells.fused): built on first use, equal to the eager path, a safe fallback.
 
 The parity, gradcheck and reference tests of test_cells.py run the LSTM through these kernels too
 (CPU, float32/float64); here they are compared with the eager recurrence directly, on sizes that split
@@ -17,8 +17,7 @@ import warnings
 import pytest
 import torch
 
-from rnnlab import fused
-from rnnlab.cells import LSTM
+from rnnlab.cells import LSTM, fused
 
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
 
@@ -92,7 +91,7 @@ def test_a_failed_build_warns_once_then_runs_eagerly(monkeypatch):
 
 
 def test_environment_variable_forces_eager():
-    code = "from rnnlab import fused; print(fused.enabled, fused.lstm_ops(__import__('torch').zeros(1)))"
+    code = "from rnnlab.cells import fused; print(fused.enabled, fused.lstm_ops(__import__('torch').zeros(1)))"
     env = {**os.environ, "RNNLAB_FUSED": "0"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "None"]

@@ -11,8 +11,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import ROOT, TINY, compose_config, run_cli
-from rnnlab.compare import count_parameters, hidden_for_params
+from helpers import ROOT, TINY, compose_config, run_cli
+from rnnlab.app.compare import count_parameters, hidden_for_params
 from rnnlab.report import main as report_main
 from rnnlab.report import write_report
 

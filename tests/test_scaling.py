@@ -18,13 +18,17 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF, TINY, read_image_tags, read_scalars, run_cli
+from helpers import CONF, TINY, read_image_tags, read_scalars, run_cli
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import RnnlabOptunaSweeper
-from rnnlab.config import ConfigError, validate
+from rnnlab.app.build import build, load_run
+from rnnlab.app.launch import check_launch, relaunches_command
+from rnnlab.app.train import train
+from rnnlab.app.validate import validate
 from rnnlab.data import EpochSeededBatchSampler, MNIST1DDataModule
-from rnnlab.devices import check_launch, gpu_available, gpu_slots, relaunches_command, visible_gpu_names
-from rnnlab.synthetic import SineDataModule
-from rnnlab.training import build, load_run, train
+from rnnlab.data.synthetic import SineDataModule
+from rnnlab.devices import gpu_available, visible_gpu_names
+from rnnlab.errors import ConfigError
+from rnnlab.sweep.gpus import gpu_slots
 
 TRAINERS = sorted(p.stem for p in (CONF / "trainer").glob("*.yaml"))
 NO_GPU = pytest.mark.skipif(gpu_available(), reason="a GPU is visible here: the no-GPU behaviour cannot be seen")

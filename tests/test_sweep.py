@@ -25,9 +25,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from conftest import ROOT, compose_config, read_scalars, run_cli
+from helpers import ROOT, compose_config, read_scalars, run_cli
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import distribution_of
-from rnnlab.sweep import cpu_share
+from rnnlab.devices import cpu_share
 
 STUDY = "mnist1d-lstm"  # <data>-<cell> of the default config
 TINY_SWEEP = [
@@ -126,7 +126,7 @@ def test_search_space_syntax_maps_to_optuna_distributions():
     ],
 )
 def test_values_handed_to_trial_jobs_survive_hydra_parsing(value):
-    from rnnlab.sweep import override_value
+    from rnnlab.sweep.results import override_value
 
     parsed = OverridesParser.create().parse_override(f"key={override_value(value)}").value()
     assert parsed == value
@@ -139,7 +139,7 @@ def test_thread_share_divides_the_cores_among_parallel_trials():
 
 
 def test_cores_are_shared_among_the_running_trials_of_this_host():
-    from rnnlab.pruning import running_on_host
+    from rnnlab.sweep.cores import running_on_host
 
     study = optuna.create_study()
     workers = ["here:1", "here:2", "there:1", None]

@@ -9,9 +9,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, read_scalars
-from rnnlab.generation import generate
-from rnnlab.synthetic import (
+from helpers import compose_config, read_scalars
+from rnnlab.app.generate import generate_from_checkpoint
+from rnnlab.app.train import train
+from rnnlab.data.synthetic import (
     AddingDataModule,
     DynamicAddingDataModule,
     SineDataModule,
@@ -20,7 +21,7 @@ from rnnlab.synthetic import (
     sine_mixture,
     stateful_chunks,
 )
-from rnnlab.training import generate_from_checkpoint, train
+from rnnlab.models.generation import generate
 
 
 def test_dynamic_adding_targets_follow_the_definition():

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, compose_config
+from helpers import TINY, compose_config
+from rnnlab.app.train import train
+from rnnlab.callbacks.views import LAYOUT_CATEGORY
 from rnnlab.report import write_report
-from rnnlab.training import train
-from rnnlab.views import LAYOUT_CATEGORY
 
 pytestmark = pytest.mark.slow
 

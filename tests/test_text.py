@@ -10,11 +10,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, read_scalars
-from rnnlab.generation import sample_next, sample_text
+from helpers import compose_config, read_scalars
+from rnnlab.app.generate import generate_from_checkpoint
+from rnnlab.app.train import train
+from rnnlab.data.text import UNK, TextDataModule, Vocabulary, default_corpus, next_token_windows, word_tokens
 from rnnlab.models import build_model
-from rnnlab.text import UNK, TextDataModule, Vocabulary, default_corpus, next_token_windows, word_tokens
-from rnnlab.training import generate_from_checkpoint, train
+from rnnlab.models.generation import sample_next, sample_text
 
 CORPUS = "the cat sat on the mat. the dog sat on the log. " * 40 + "zebra quiz! " * 5
 

@@ -9,9 +9,10 @@ import pytest
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_config, read_hparams, read_scalars
-from rnnlab.config import resume_config
-from rnnlab.training import evaluate, optimized_value, train
+from helpers import CONF, compose_config, read_hparams, read_scalars
+from rnnlab.app.evaluate import evaluate
+from rnnlab.app.resume import resume_config
+from rnnlab.app.train import optimized_value, train
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 DATASETS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
@@ -66,7 +67,7 @@ def test_other_config_options_compose(make_cfg, overrides):
 def test_progress_bar_off_leaves_out_the_progress_bar_callback(make_cfg):
     from pytorch_lightning.callbacks import ProgressBar
 
-    from rnnlab.training import build
+    from rnnlab.app.build import build
 
     cfg = make_cfg("trainer.enable_progress_bar=false", tiny=False)
     assert cfg.callbacks.rich_progress_bar is not None  # still configured: build must drop it

@@ -1,9 +1,11 @@
-"""A small name -> object registry whose lookup errors name the bad value and the allowed ones."""
+"""A small name -> object registry whose lookup errors name the bad value and the allowed ones (a leaf)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
+
+from rnnlab.errors import ConfigError, not_allowed
 
 T = TypeVar("T")
 
@@ -26,11 +28,16 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise ValueError(f"{self.key}={name!r} is not allowed; allowed: {', '.join(self.names())}")
+            raise ConfigError(not_allowed(self.key, name, self._items))
         return self._items[name]
 
     def names(self) -> list[str]:
+        """The registered names, sorted (for messages)."""
         return sorted(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        """The registered names in registration order."""
+        return iter(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

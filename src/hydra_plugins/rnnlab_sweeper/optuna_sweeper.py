@@ -27,7 +27,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.config import CommandError
+from rnnlab.errors import CommandError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class RnnlabOptunaSweeper(Sweeper):
 
     def _parallel_jobs(self) -> int:
         """How many jobs the launcher runs at once (joblib's n_jobs, SLURM's array_parallelism; basic: 1)."""
-        from rnnlab.sweep import cpu_share
+        from rnnlab.devices import cpu_share
 
         launcher = self.config.hydra.launcher
         n_jobs = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
@@ -210,7 +210,8 @@ class RnnlabOptunaSweeper(Sweeper):
         Only for GPU trials (trainer.accelerator gpu/cuda) on a launcher of this machine: each parallel trial
         gets its own visible GPU (``gpu_slots``); without any GPU the trials fall back to CPU, with a notice.
         """
-        from rnnlab.devices import GPU_ACCELERATORS, cuda_device_count, gpu_slots, visible_gpu_names
+        from rnnlab.devices import GPU_ACCELERATORS, cuda_device_count, visible_gpu_names
+        from rnnlab.sweep.gpus import gpu_slots
 
         accelerator = str(self.config.trainer.get("accelerator", "auto"))
         if accelerator not in GPU_ACCELERATORS or not self._local_launcher():
@@ -235,7 +236,9 @@ class RnnlabOptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
-        from rnnlab.sweep import cpu_share, open_storage, top_trials_table, write_best
+        from rnnlab.devices import cpu_share
+        from rnnlab.sweep.results import top_trials_table, write_best
+        from rnnlab.sweep.storage import open_storage
 
         distributions, fixed = self._search_space(arguments)
         if not distributions:
@@ -317,7 +320,7 @@ class RnnlabOptunaSweeper(Sweeper):
 
     def _run_trial(self, study, trial, slot: int, per_job: list[str], sweep_dir: Path, heartbeats: _Heartbeats):
         """Launch one trial as a job of the configured launcher in parallel slot ``slot``; its outcome."""
-        from rnnlab.sweep import override_value
+        from rnnlab.sweep.results import override_value
 
         heartbeats.add(trial._trial_id)
         run_dir = sweep_dir / f"trial_{trial.number}"
@@ -352,7 +355,7 @@ class RnnlabOptunaSweeper(Sweeper):
     def _tell(self, study, trial, result: Any) -> tuple[int, str, str | None]:
         import optuna
 
-        from rnnlab.sweep import failure_reason, non_finite_reason
+        from rnnlab.sweep.results import non_finite_reason
 
         TrialState = optuna.trial.TrialState
         if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
@@ -367,7 +370,7 @@ class RnnlabOptunaSweeper(Sweeper):
                 study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 log.info(f"trial {trial.number} PRUNED: {error} {trial.params}")
                 return trial.number, TrialState.PRUNED.name, None
-            reason = failure_reason(error) if isinstance(error, BaseException) else f"job status {result.status}"
+            reason = first_line(error) if isinstance(error, BaseException) else f"job status {result.status}"
         trial.set_user_attr("error", reason)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         traceback = result._return_value if isinstance(result, JobReturn) else result

@@ -1,0 +1,77 @@
+"""Building a run's parts from its config: threads, datamodule, model, loggers, callbacks, trainer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
+
+from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
+from rnnlab.app.validate import check_trainer
+from rnnlab.devices import available_cores
+from rnnlab.models import RecurrentModel
+
+VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints
+
+
+def set_threads(num_threads: int | None) -> int:
+    """Pin torch's intra-op threads: all cores this process may use unless told otherwise.
+
+    Parallel sweep trials pass a share of the cores so they do not oversubscribe the machine.
+    """
+    if num_threads is None:
+        num_threads = available_cores()
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def instantiate_all(section: DictConfig | None, **kwargs) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config section (callbacks, loggers); skip nulls."""
+    if not section:
+        return []
+    return [instantiate(conf, **kwargs) for conf in section.values() if conf is not None and "_target_" in conf]
+
+
+def _global_step_of(ckpt_path: str) -> int:
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    return int(checkpoint.get("global_step", 0))
+
+
+def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
+    """Datamodule, model and trainer for a run config (nothing is trained)."""
+    datamodule = instantiate(cfg.data)
+    model: RecurrentModel = instantiate(cfg.model, task=datamodule.task)
+    logger_cfg = cfg.get("logger")
+    if cfg.get("ckpt_path") and logger_cfg:
+        # TensorBoard drops events at or after this step from the interrupted session: no duplicated steps.
+        logger_cfg = OmegaConf.merge(
+            logger_cfg,
+            {
+                key: {"purge_step": _global_step_of(cfg.ckpt_path)}
+                for key, conf in logger_cfg.items()
+                if conf is not None and conf._target_.endswith("TensorBoardLogger")
+            },
+        )
+    loggers = instantiate_all(logger_cfg)
+    callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def load_run(ckpt_path: str, output_dir: str, trainer_overrides: DictConfig | None = None, logger=None):
+    """Datamodule, trained model and trainer of the run that wrote ``ckpt_path`` (its ``config.yaml``), on one
+    device (a GPU run on a machine without one: ``trainer.accelerator=cpu``)."""
+    run_cfg = load_run_config(run_dir_of_checkpoint(ckpt_path))
+    # One process on one device, whatever the run trained on (DDP would re-run this command per rank).
+    run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, {"devices": 1, "strategy": "auto"}, trainer_overrides or {})
+    check_trainer(run_cfg.trainer)
+    run_cfg.logger, run_cfg.callbacks, run_cfg.ckpt_path = logger, None, None
+    run_cfg.paths.output_dir = output_dir
+    datamodule, model, trainer = build(run_cfg)
+    return datamodule, model, trainer

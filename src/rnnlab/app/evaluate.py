@@ -1,0 +1,17 @@
+"""Testing a checkpoint with the config of the run that wrote it (``src/eval.py``)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from rnnlab.app.build import load_run, set_threads
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint with the config of the run that wrote it (``<run dir>/config.yaml``)."""
+    set_threads(cfg.get("threads"))
+    datamodule, model, trainer = load_run(cfg.ckpt_path, cfg.paths.output_dir, cfg.get("trainer"), cfg.logger)
+    trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    print("[rnnlab] eval " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f" ckpt={cfg.ckpt_path}")
+    return metrics

@@ -1,0 +1,86 @@
+"""Run directories: where a run, its checkpoints and its eval/generate outputs live, and its saved config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.errors import ConfigError, first_line
+
+RUN_CONFIG = "config.yaml"  # the resolved config, saved in every run directory
+
+
+# Run configs written before the package was regrouped (2026-12) name the old module paths; their classes
+# now live in subpackages. Applied when a saved run config is loaded (resume, eval, generate, report).
+LEGACY_TARGETS = {
+    "rnnlab.synthetic.": "rnnlab.data.",
+    "rnnlab.text.": "rnnlab.data.",
+    "rnnlab.diagnostics.": "rnnlab.callbacks.",
+    "rnnlab.figures.": "rnnlab.callbacks.",
+    "rnnlab.views.": "rnnlab.callbacks.",
+}
+
+
+def run_dir_of_checkpoint(ckpt_path: str) -> Path:
+    """``<run dir>/checkpoints/<name>.ckpt`` -> ``<run dir>``."""
+    ckpt = Path(ckpt_path).expanduser().resolve()
+    if not ckpt.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not a file; give a checkpoint such as <run dir>/checkpoints/last.ckpt"
+        )
+    if ckpt.parent.name != "checkpoints" or not (ckpt.parent.parent / RUN_CONFIG).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r} is not inside a run directory "
+            f"(<run dir>/checkpoints/*.ckpt beside <run dir>/{RUN_CONFIG})"
+        )
+    return ckpt.parent.parent
+
+
+def next_version(parent: str | Path) -> Path:
+    """``<parent>/version_<n>`` with n one past the highest existing version: runs are never overwritten."""
+    parent = Path(parent)
+    taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
+    return parent / f"version_{max(taken, default=-1) + 1}"
+
+
+def _run_dir(ckpt_path: str | None, runs_dir: str) -> str:
+    """Hydra's run dir: a resumed run continues in its own directory, a new run gets a new version."""
+    return str(run_dir_of_checkpoint(ckpt_path) if ckpt_path else next_version(runs_dir))
+
+
+def _beside_run(ckpt_path: str, kind: str) -> str:
+    """``<run dir>/<kind>/version_<n>``: where eval and generation outputs of a checkpoint go."""
+    return str(next_version(run_dir_of_checkpoint(ckpt_path) / kind))
+
+
+def upgrade_targets(node: Any) -> Any:
+    """``node`` with every ``_target_`` of a pre-regrouping config pointed at the class's current home."""
+    if isinstance(node, dict):
+        return {key: _upgraded(value) if key == "_target_" else upgrade_targets(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [upgrade_targets(item) for item in node]
+    return node
+
+
+def _upgraded(target: Any) -> Any:
+    for old, new in LEGACY_TARGETS.items():
+        if isinstance(target, str) and target.startswith(old):
+            return new + target[len(old) :]
+    return target
+
+
+def load_run_config(run_dir: str | Path) -> DictConfig:
+    """A run directory's saved ``config.yaml``, readable whatever rnnlab version wrote it.
+
+    A file that is not a run config (truncated, edited by hand into invalid YAML) is one-line ``ConfigError``.
+    """
+    path = Path(run_dir) / RUN_CONFIG
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as error:  # YAML syntax, an unreadable file
+        raise ConfigError(f"{path} is not a readable run config ({first_line(error)})") from None
+    if not isinstance(raw, dict) or "model" not in raw or "data" not in raw:
+        raise ConfigError(f"{path} is not a run config (it has no model and data sections)")
+    return OmegaConf.create(upgrade_targets(raw))

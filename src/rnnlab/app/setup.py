@@ -1,0 +1,58 @@
+"""What every entry point does before and around Hydra: the root directory, resolvers, one-line errors.
+
+Light on purpose (no torch at import): ``src/train.py`` imports it before Hydra composes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from rnnlab.app.rundirs import _beside_run, _run_dir
+from rnnlab.errors import CommandError, not_allowed
+
+
+def prepare_entry_point() -> None:
+    """What every ``src/*.py`` entry point does before Hydra composes: the repository root for
+    ``paths.root_dir`` (unless RNNLAB_ROOT is set) and the resolvers ``conf/`` uses."""
+    os.environ.setdefault("RNNLAB_ROOT", str(Path(__file__).resolve().parents[3]))
+    register_resolvers()
+
+
+def register_resolvers() -> None:
+    """Resolvers used by conf/hydra (cached: Hydra may read the run dir more than once)."""
+    for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=True)
+    if not OmegaConf.has_resolver("compare_hidden_size"):  # conf/experiment/compare_cells.yaml
+        OmegaConf.register_new_resolver("compare_hidden_size", _compare_hidden_size)
+
+
+def _compare_hidden_size(*, _root_: DictConfig) -> int:
+    from rnnlab.app.compare import compare_hidden_size  # torch is imported only when a config uses it
+
+    return compare_hidden_size(_root_)
+
+
+def run_hydra_app(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function; a bad config ends the command with one line naming it, exit code 1."""
+    from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's reporter
+    try:
+        main()
+    except MissingConfigException as error:
+        group, _, option = (error.missing_cfg_file or "").rpartition("/")
+        if error.options is None or not group:
+            raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {not_allowed(group, option, error.options, sort=False)}") from None
+    except (CommandError, ConfigCompositionException) as error:
+        raise SystemExit(f"error: {error}") from None
+    except InstantiationException as error:  # a constructor rejected a value (the datamodule, the model)
+        if isinstance(error.__cause__, ValueError):
+            raise SystemExit(f"error: {error.__cause__}") from None
+        raise

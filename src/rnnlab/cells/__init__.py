@@ -1,0 +1,32 @@
+"""Recurrent cells and encoders: the from-scratch vanilla RNN, GRU and LSTM, and one encoder interface.
+
+- ``recurrent``: the cells (``VanillaRNN``, ``GRU``, ``LSTM``) and ``RNNStack``, torch.nn-compatible;
+  the cell kinds are declared once, by their registration (``CELLS``, ``CELL_CLASSES``);
+- ``fused``: the LSTM's C++ CPU time loops, compiled on first use;
+- ``encoders``: the ``model.impl`` registry (``builtin`` torch.nn / ``custom`` from scratch);
+- ``interop``: weights to and from torch.nn (``to_torch``, ``load_from_torch``, ``copy_to_torch``).
+
+May import ``errors`` and ``registry`` only.
+"""
+
+from rnnlab.cells.encoders import ENCODERS, build_encoder, set_forget_bias, top_layer_state
+from rnnlab.cells.interop import copy_to_torch, load_from_torch, to_torch, torch_parameter_pairs
+from rnnlab.cells.recurrent import CELL_CLASSES, CELLS, GRU, LSTM, RecurrentCell, RNNStack, VanillaRNN
+
+__all__ = [
+    "CELLS",
+    "CELL_CLASSES",
+    "ENCODERS",
+    "GRU",
+    "LSTM",
+    "RNNStack",
+    "RecurrentCell",
+    "VanillaRNN",
+    "build_encoder",
+    "copy_to_torch",
+    "load_from_torch",
+    "set_forget_bias",
+    "to_torch",
+    "top_layer_state",
+    "torch_parameter_pairs",
+]

@@ -1,0 +1,64 @@
+"""Error types and the one-line messages users read: a leaf (imports nothing of rnnlab).
+
+A command prints a ``CommandError`` alone, as ``error: <message>``: the message names the bad value and
+what is allowed, so no traceback is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from numbers import Real
+from typing import Any
+
+
+class CommandError(Exception):
+    """An error whose one-line message says all a user needs: the command prints it alone (no traceback)."""
+
+
+class ConfigError(CommandError, ValueError):
+    """A config value that is not allowed; the message is one line naming it and what is allowed."""
+
+
+def not_allowed(key: str, value: Any, allowed: Iterable[Any], *, quote: bool = True, sort: bool = True) -> str:
+    """``key='value' is not allowed; allowed: a, b, c`` (the message every "one of" check uses)."""
+    names = [str(a) for a in allowed]
+    shown = repr(value) if quote else str(value)
+    return f"{key}={shown} is not allowed; allowed: {', '.join(sorted(names) if sort else names)}"
+
+
+def check_one_of(key: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Raise ``ConfigError`` unless ``value`` is one of ``allowed``."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(not_allowed(key, value, allowed))
+
+
+def check_number(
+    key: str,
+    value: Any,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    low_inclusive: bool = False,
+    high: float | None = None,
+) -> None:
+    """Raise ``ConfigError`` unless ``value`` is a number (an integer) in the given range."""
+    ok_type = isinstance(value, int) if integer else isinstance(value, Real)
+    if isinstance(value, bool) or not ok_type:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{key}={value!r} is not allowed; must be {kind}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        raise ConfigError(f"{key}={value!r} is not allowed; must be {'>=' if low_inclusive else '>'} {low}")
+    if high is not None and value >= high:
+        raise ConfigError(f"{key}={value!r} is not allowed; must be < {high}")
+
+
+def metric_not_logged(name: str, logged: Iterable[str], key: str = "optimized_metric") -> ConfigError:
+    """The error for a metric a run was asked to report but never logged."""
+    return ConfigError(f"{key}={name!r} was not logged; logged: {', '.join(sorted(logged))}")
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message``: one line for logs, records and trial attributes."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")

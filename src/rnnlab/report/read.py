@@ -1,0 +1,102 @@
+"""Reading what runs wrote: a run directory's config, TensorBoard scalars and gradient diagnostics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from rnnlab.app.rundirs import RUN_CONFIG, load_run_config
+
+PARAMS_TAG = "model/num_parameters"
+
+
+FLOOR = 1e-30  # gradient norms that underflowed to 0 still go on a log scale
+
+
+class NoRunsError(RuntimeError):
+    """The log directory holds no run directories."""
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    config: dict[str, Any]
+    scalars: dict[str, list[tuple[int, float]]]
+    wall_time: float | None
+    grad_by_step: dict[int, list[float]] = field(default_factory=dict)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.config["model"]
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task_name", "?"))
+
+    @property
+    def group(self) -> str:
+        return f"{self.model['cell']}-{self.model['impl']}-h{self.model['hidden_size']}"
+
+    @property
+    def best_metric(self) -> str:
+        return self.config.get("optimized_metric", "val/acc_best")
+
+    @property
+    def base_metric(self) -> str:
+        """``acc`` for val/acc_best, ``mse`` for val/mse_best: the name the val/test curves share."""
+        name = self.best_metric.split("/", 1)[-1]
+        return name[: -len("_best")] if name.endswith("_best") else name
+
+    def last(self, tag: str) -> float:
+        points = self.scalars.get(tag)
+        return points[-1][1] if points else math.nan
+
+    @property
+    def val_curve(self) -> list[float]:
+        return [value for _, value in self.scalars.get(f"val/{self.base_metric}", [])]
+
+    @property
+    def params(self) -> int | None:
+        value = self.last(PARAMS_TAG)
+        return None if math.isnan(value) else int(round(value))
+
+    @property
+    def grad_ratio(self) -> float:
+        """‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ at the last epoch with gradient diagnostics (nan without)."""
+        if not self.grad_by_step:
+            return math.nan
+        norms = self.grad_by_step[max(self.grad_by_step)]
+        return max(norms[0], FLOOR) / norms[-1] if norms[-1] > 0 else math.nan
+
+
+def find_run_dirs(logdir: Path) -> list[Path]:
+    """Directories holding a run's ``config.yaml`` and TensorBoard events, at any depth, sorted."""
+    return sorted(
+        config.parent for config in Path(logdir).rglob(RUN_CONFIG) if any(config.parent.glob("events.out.tfevents.*"))
+    )
+
+
+def read_run(run_dir: Path) -> Run:
+    """One run's config, every scalar (step, value), wall time and gradient diagnostics."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rnnlab.callbacks.diagnostics import read_grad_by_step
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
+    accumulator.Reload()
+    scalars, last_wall = {}, None
+    for tag in accumulator.Tags()["scalars"]:
+        events = accumulator.Scalars(tag)
+        scalars[tag] = [(e.step, e.value) for e in events]
+        if events:
+            last_wall = max(last_wall or 0.0, max(e.wall_time for e in events))
+    try:
+        wall_time = last_wall - accumulator.FirstEventTimestamp() if last_wall is not None else None
+    except ValueError:  # no events at all
+        wall_time = None
+    config = OmegaConf.to_container(load_run_config(run_dir), resolve=False)
+    return Run(run_dir, config, scalars, wall_time, read_grad_by_step(run_dir))

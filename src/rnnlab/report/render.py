@@ -1,0 +1,149 @@
+"""Rendering a report: the markdown tables, the figure, and the report's own TensorBoard run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab.report.stats import Group
+
+REPORT_RUN = "report"  # the report's own TensorBoard run directory under --out
+
+
+def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
+    if n == 0:
+        return "–"
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None or not math.isfinite(value) else format(value, fmt)
+
+
+def markdown(logdir: Path, groups: list[Group]) -> str:
+    runs = [r for g in groups for r in g.runs]
+    tasks = sorted({g.task for g in groups})
+    lines = [
+        f"# Cell comparison: {logdir}",
+        "",
+        f"{len(runs)} runs in {len(groups)} groups (task: {', '.join(tasks)}). Test and best validation values: "
+        "mean ± sample std over seeds (ddof=1); wall time: mean per run, first to last TensorBoard event; "
+        "epochs: validated epochs; grad h1/hT: ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ at the last diagnosed epoch "
+        "(geometric mean over seeds; small = vanishing gradient).",
+        "",
+        "| task | group | seeds | params | best val | test | epochs | wall time (s) | grad h1/hT |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        seeds = ",".join(str(r.config.get("seed", "?")) for r in g.runs)
+        lines.append(
+            f"| {g.task} | {g.label} | {seeds} | {g.params()} | {g.best_metric} {_pm(*g.best())} | "
+            f"{g.test_metric} {_pm(*g.test())} | {g.epochs()} | {_num(g.wall_time(), '.1f')} | "
+            f"{_num(g.grad_ratio(), '.3g')} |"
+        )
+    lines += [
+        "",
+        "![report](report.png)",
+        "",
+        "## Runs",
+        "",
+        "| group | seed | best val | test | epochs | wall time (s) | run dir |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        for r in g.runs:
+            lines.append(
+                f"| {g.label} | {r.config.get('seed', '?')} | {_num(r.last(g.best_metric), '.4f')} | "
+                f"{_num(r.last(g.test_metric), '.4f')} | {len(r.val_curve)} | {_num(r.wall_time, '.1f')} | "
+                f"{_relative(r.run_dir, logdir)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve())) or "."
+    except ValueError:
+        return str(path)
+
+
+def figure(groups: list[Group]):
+    """Validation curves (mean ± std), test bars (std error bars, seeds as dots), gradient by step."""
+    from matplotlib.figure import Figure
+
+    with_grads = [g for g in groups if g.grad_profile() is not None]
+    panels = 3 if with_grads else 2
+    fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
+    curves, bars = fig.add_subplot(1, panels, 1), fig.add_subplot(1, panels, 2)
+    colors = {g.label + g.task: f"C{i}" for i, g in enumerate(groups)}
+    multi_task = len({g.task for g in groups}) > 1
+
+    def name(g: Group) -> str:
+        return f"{g.task}: {g.label}" if multi_task else g.label
+
+    for g in groups:
+        epochs, mean, std = g.val_band()
+        if len(epochs):
+            color = colors[g.label + g.task]
+            curves.plot(
+                epochs,
+                mean,
+                color=color,
+                marker="." if len(epochs) < 30 else None,
+                label=f"{name(g)} (n={len(g.runs)})",
+            )
+            curves.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    metric = groups[0].runs[0].base_metric
+    curves.set_xlabel("epoch")
+    curves.set_ylabel(f"val/{metric}")
+    curves.set_title("validation (mean ± std over seeds)")
+    curves.legend(loc="best", fontsize=8)
+
+    for i, g in enumerate(groups):
+        mean, std, n = g.test()
+        color = colors[g.label + g.task]
+        bars.bar(i, 0 if math.isnan(mean) else mean, yerr=std if n > 1 else None, color=color, alpha=0.7, capsize=6)
+        values = [r.last(g.test_metric) for r in g.runs]
+        bars.scatter([i] * len(values), values, color="black", s=10, zorder=3)
+    bars.set_xticks(range(len(groups)), [name(g) for g in groups], rotation=20, ha="right", fontsize=8)
+    bars.set_ylabel(groups[0].test_metric)
+    bars.set_title("test (bars: mean ± std; dots: seeds)")
+
+    if with_grads:
+        grads = fig.add_subplot(1, panels, 3)
+        for g in with_grads:
+            color = colors[g.label + g.task]
+            last = g.grad_profile("last")
+            grads.plot(range(1, len(last) + 1), last, color=color, label=f"{name(g)}, last epoch")
+            first = g.grad_profile("first")
+            if first is not None and not np.array_equal(first, last):
+                grads.plot(
+                    range(1, len(first) + 1),
+                    first,
+                    color=color,
+                    linestyle=":",
+                    linewidth=1,
+                    label=f"{name(g)}, first epoch",
+                )
+        grads.set_yscale("log")
+        grads.set_xlabel("time step t")
+        grads.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")
+        grads.set_title("loss gradient reaching each hidden state")
+        grads.legend(loc="best", fontsize=7)
+    return fig
+
+
+def log_to_tensorboard(out: Path, text: str, fig) -> Path:
+    """The report as text and image in a TensorBoard run ``<out>/report`` (earlier report events replaced)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = out / REPORT_RUN
+    for old in run_dir.glob("events.out.tfevents.*"):
+        old.unlink()
+    writer = SummaryWriter(log_dir=str(run_dir))
+    writer.add_text("report", text, global_step=0)
+    writer.add_figure("report", fig, global_step=0, close=False)
+    writer.close()
+    return run_dir

@@ -1,0 +1,85 @@
+"""The trial side of a sweep: a training run that is an Optuna trial reports to it and can be pruned.
+
+A trial job learns its trial from ``optuna_trial.{storage,study_name,number,pruner}`` (set by the sweeper),
+reattaches to it, reports the optimised metric every validation epoch and raises ``optuna.TrialPruned``
+when the pruner says so. The sweeper records the outcome; jobs never finish trials themselves.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from rnnlab.errors import metric_not_logged
+from rnnlab.sweep.storage import open_storage
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = None) -> optuna.trial.Trial:
+    """The running trial ``number`` of a stored study, for ``report`` / ``should_prune`` from a job.
+
+    ``pruner`` is the sweep's; None means no pruning (not Optuna's default for a loaded study, median).
+    """
+    import optuna
+
+    storage = _trial_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner or optuna.pruners.NopPruner())
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+    return optuna.trial.Trial(study, trial_id)
+
+
+@lru_cache(maxsize=4)
+def _trial_storage(storage_url: str):
+    # One storage (engine, connection pool, schema check) per process and URL: a sequential sweep runs all its
+    # trials in one process, and opening a storage costs ~0.1 s.
+    return open_storage(storage_url)
+
+
+class OptunaPruning(pl.Callback):
+    """Report ``monitor`` to the trial after every validation epoch; raise ``TrialPruned`` when told to.
+
+    A NaN value is reported as such: the median pruner prunes a trial whose intermediate value is NaN.
+    """
+
+    def __init__(self, trial: optuna.trial.Trial, monitor: str) -> None:
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import optuna
+
+        if trainer.sanity_checking:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            raise metric_not_logged(self.monitor, trainer.callback_metrics)
+        value = float(trainer.callback_metrics[self.monitor])
+        epoch = trainer.current_epoch
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.monitor}={value:.4g}")
+
+
+def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """The pruning callback (and ``ShareCores`` when ``optuna_trial.share_cores``) when this run is a sweep
+    trial (``optuna_trial.number`` set), else nothing.
+
+    ``optuna_trial.pruner`` is the sweep's resolved pruner config, handed over by the sweeper.
+    """
+    spec = cfg.get("optuna_trial")
+    if not spec or spec.get("number") is None:
+        return []
+    from hydra.utils import instantiate
+
+    pruner = instantiate(spec.pruner) if spec.get("pruner") else None
+    trial = attach_trial(spec.storage, spec.study_name, int(spec.number), pruner)
+    callbacks: list[pl.Callback] = [OptunaPruning(trial, cfg.optimized_metric)]
+    if spec.get("share_cores"):
+        from rnnlab.sweep.cores import ShareCores
+
+        callbacks.append(ShareCores(trial.study))
+    return callbacks

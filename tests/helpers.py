@@ -1,0 +1,87 @@
+"""Test helpers: the tiny training budget, composing configs, running the CLI, reading TensorBoard events."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from rnnlab.app.compose import compose_run_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+CONF = ROOT / "conf"
+
+
+# Small enough for 2 CPU cores: a few batches of a tiny model, no progress bar.
+TINY = [
+    "model.hidden_size=8",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "threads=1",
+]
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` as the CLI would, with the run writing into ``output_dir``."""
+    return compose_run_config(overrides, output_dir, data_dir, config_name)
+
+
+def run_cli(script: str, *args: str, root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``src/<script>`` as a user would, with logs under ``root`` (RNNLAB_ROOT)."""
+    env = {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag in a run directory's TensorBoard events, as (step, value) lists."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
+
+def read_image_tags(run_dir: Path) -> list[str]:
+    """The image tags (figures) in a run directory's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    accumulator.Reload()
+    return accumulator.Tags()["images"]
+
+
+def read_hparams(run_dir: Path) -> tuple[dict, list[str]]:
+    """The hyperparameters and declared metric names of a run's HPARAMS summary."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    content = accumulator.PluginTagToContent("hparams")
+    hparams, metrics = {}, []
+    for raw in content.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            for key, value in data.session_start_info.hparams.items():
+                hparams[key] = value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+        if data.HasField("experiment"):
+            metrics = [m.name.tag for m in data.experiment.metric_infos]
+    return hparams, metrics
