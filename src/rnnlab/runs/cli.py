@@ -552,11 +552,21 @@ def runs_parser(prog: str = "rnnlab runs") -> OneLineParser:
     return parser
 
 
+def attach_sort_values(argv: list[str]) -> list[str]:
+    """``--sort -val/acc`` -> ``--sort=-val/acc``: argparse would take a descending key for an option."""
+    attached, args = [], iter(argv)
+    for arg in args:
+        value = next(args, None) if arg == "--sort" else None
+        attached.append(arg if value is None else f"--sort={value}")
+    return attached
+
+
 def runs_main(argv: Sequence[str] | None = None, prog: str = "rnnlab runs") -> int:
     """``rnnlab runs [SUBCOMMAND] ...``; without a subcommand it lists."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "list")
+    argv = attach_sort_values(argv)
     try:
         args = runs_parser(prog).parse_args(argv)
         return args.handler(args)
