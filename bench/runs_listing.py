@@ -84,13 +84,43 @@ def make_records(root: Path, count: int, seed: int = 0) -> None:
         write_json_atomic(run_dir / "run.json", record)
 
 
-def _timed(command: list[str], env: dict) -> float:
+def _timed(command: list[str], env: dict, terminal: bool = False) -> float:
+    """Wall seconds of ``command``, its output piped away, or written to a pseudo-terminal (``terminal``):
+    there the listing is a rich table, piped it is plain text."""
+    if not terminal:
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        return elapsed
+    import pty
+    import threading
+
+    controller, terminal_fd = pty.openpty()
+    drain = threading.Thread(target=_drain, args=(controller,), daemon=True)
+    drain.start()
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    try:
+        process = subprocess.Popen(command, env={**env, "COLUMNS": "250"}, stdout=terminal_fd, stderr=terminal_fd)
+        returncode = process.wait()
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(terminal_fd)
+        drain.join(timeout=5)
+        os.close(controller)
+    if returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed on a terminal (exit code {returncode})")
     return elapsed
+
+
+def _drain(fd: int) -> None:
+    """Read a pseudo-terminal until it closes, so the command never blocks on a full buffer."""
+    try:
+        while os.read(fd, 65536):
+            pass
+    except OSError:  # EIO once the other end is closed
+        pass
 
 
 def run(records: int = 1000, repeats: int = 5) -> list[tuple[str, float, float]]:
@@ -101,17 +131,19 @@ def run(records: int = 1000, repeats: int = 5) -> list[tuple[str, float, float]]
         full, empty = Path(tmp) / "full", Path(tmp) / "empty"
         empty.mkdir()
         make_records(full, records)
-        commands = {
-            "python -m rnnlab.runs --dir <empty dir>": [*runs, "--dir", str(empty)],
-            "python -m rnnlab.runs --help": [*runs, "--help"],
-            f"python -m rnnlab.runs --limit 20 ({records:,} records)": [*runs, "--dir", str(full), "--limit", "20"],
+        listing = [*runs, "--dir", str(full), "--limit", "20"]
+        commands = {  # name: (command, on a terminal)
+            "python -m rnnlab.runs --dir <empty dir>": ([*runs, "--dir", str(empty)], False),
+            "python -m rnnlab.runs --help": ([*runs, "--help"], False),
+            f"python -m rnnlab.runs --limit 20 ({records:,} records, piped: plain text)": (listing, False),
+            f"python -m rnnlab.runs --limit 20 ({records:,} records, terminal: rich table)": (listing, True),
         }
-        for command in commands.values():  # warm the file cache and the bytecode
-            _timed(command, env)
+        for command, terminal in commands.values():  # warm the file cache and the bytecode
+            _timed(command, env, terminal)
         seconds: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(repeats):
-            for name, command in commands.items():
-                seconds[name].append(_timed(command, env))
+            for name, (command, terminal) in commands.items():
+                seconds[name].append(_timed(command, env, terminal))
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     baseline = next(iter(medians.values()))
     return [(name, value, value / baseline) for name, value in medians.items()]

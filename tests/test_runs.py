@@ -91,6 +91,8 @@ def test_start_rejects_unknown_kinds_and_updates_of_unknown_fields(tmp_path):
     with pytest.raises(ValueError, match="'epochs' is not a record field"):
         record.update(epochs=3)
     record.finish("completed")
+    with pytest.raises(FileExistsError, match="continue it with RunRecord.resume"):
+        start(tmp_path / "b")  # a run directory holds one run
 
 
 @pytest.mark.parametrize(
@@ -614,6 +616,6 @@ def test_listing_benchmark_at_a_tiny_size():
     finally:
         sys.path.remove(str(ROOT / "bench"))
     rows = runs_listing.run(records=30, repeats=1)
-    assert [row[0] for row in rows][-1].startswith("python -m rnnlab.runs --limit 20")
+    assert [row[0].split(" (")[0] for row in rows][2:] == ["python -m rnnlab.runs --limit 20"] * 2
     assert all(seconds > 0 for _, seconds, _ in rows) and rows[0][2] == 1.0
     assert runs_listing.markdown(rows).splitlines()[0] == "| " + " | ".join(runs_listing.COLUMNS) + " |"

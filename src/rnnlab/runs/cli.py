@@ -7,11 +7,7 @@ Every user mistake ends the command with one ``error: ...`` line on stderr and e
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shlex
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -188,6 +184,8 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_csv(records: list[dict[str, Any]]) -> None:
+    import csv
+
     params = sorted({k for r in records for k in r.get("params") or {}})
     metrics = metric_names(records)
     base = list(flat_row({}))
@@ -204,33 +202,45 @@ def write_csv(records: list[dict[str, Any]]) -> None:
         )
 
 
-def render_list(records: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
+def list_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], set[int]]:
+    """Header, rows and the indices of the metric columns (right-aligned) of the listing."""
     params = varying_params(records)
     metrics = metric_names(records)
     kinds = len({r.get("kind") for r in records}) > 1
     tags = any(r.get("tags") for r in records)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ["id", "name", *(["kind"] if kinds else []), "status", "started", "duration"]:
-        table.add_column(column, no_wrap=True)
-    for column in params:
-        table.add_column(column, no_wrap=True, style="blue")
-    for column in metrics:
-        table.add_column(column, no_wrap=True, justify="right")
-    if tags:
-        table.add_column("tags", no_wrap=True)
+    header = ["id", "name", *(["kind"] if kinds else []), "status", "started", "duration", *params, *metrics]
+    rows = []
     for record in records:
-        status = record.get("status") or "-"
-        cells = [Text(short_id(record)), Text(str(record.get("name")))]
-        cells += [Text(str(record.get("kind")))] if kinds else []
-        cells += [Text(status, style=STATUS_STYLES.get(status, "")), Text(local_time(record.get("started")))]
-        cells += [Text(run_duration(record))]
-        cells += [Text(value_text((record.get("params") or {}).get(k))) for k in params]
-        cells += [Text(metric_text((record.get("metrics") or {}).get(m))) for m in metrics]
-        cells += [Text(",".join(record.get("tags") or []))] if tags else []
-        table.add_row(*cells)
+        row = [short_id(record), str(record.get("name")), *([str(record.get("kind"))] if kinds else [])]
+        row += [record.get("status") or "-", local_time(record.get("started")), run_duration(record)]
+        row += [value_text((record.get("params") or {}).get(key)) for key in params]
+        row += [metric_text((record.get("metrics") or {}).get(name)) for name in metrics]
+        rows.append(row + ([",".join(record.get("tags") or [])] if tags else []))
+    metric_columns = set(range(len(header) - len(metrics), len(header)))
+    return header + (["tags"] if tags else []), rows, metric_columns
+
+
+def render_list(records: list[dict[str, Any]]) -> None:
+    """A rich table on a terminal; piped (scripts, ``| grep``), the same columns as plain text, which spares
+    importing and running rich: the listing stays within a small factor of the command's start-up."""
+    header, rows, right = list_table(records)
+    if not sys.stdout.isatty():
+        widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+        for line in (header, *rows):
+            cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+            print("  ".join(cells).rstrip())
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    status = header.index("status")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for i, column in enumerate(header):
+        table.add_column(column, no_wrap=True, justify="right" if i in right else "left")
+    for row in rows:
+        table.add_row(
+            *(Text(cell, style=STATUS_STYLES.get(cell, "") if i == status else "") for i, cell in enumerate(row))
+        )
     console().print(table)
 
 
@@ -259,6 +269,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    import shlex
+
     record = resolve_run(args.run, roots_of(args))
     if args.json:
         json.dump(record, sys.stdout, indent=1)
@@ -402,6 +414,9 @@ def git_warning(record: dict[str, Any], cwd: Path) -> str | None:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
     record = resolve_run(args.run, roots_of(args))
     command = rerun_command(record)
     shown = ["python" if Path(command[0]).name.startswith("python") else command[0], *command[1:]]
@@ -454,6 +469,8 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    import shutil
+
     roots = roots_of(args)
     if not args.runs and not args.where and not args.status:
         raise UsageError("rm needs RUN arguments or --where/--status; nothing is deleted by default")

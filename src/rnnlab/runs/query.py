@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +91,13 @@ def as_number(value: Any) -> float | None:
 # ------------------------------------------------------------------------------------------- --where
 
 
-@dataclass(frozen=True)
 class Clause:
-    key: str
-    op: str
-    value: str
+    """One ``KEY OP VALUE`` condition of ``--where``."""
+
+    __slots__ = ("key", "op", "value")
+
+    def __init__(self, key: str, op: str, value: str) -> None:
+        self.key, self.op, self.value = key, op, value
 
     def matches(self, record: Mapping[str, Any]) -> bool:
         if self.key == "tag":

@@ -14,14 +14,9 @@ import functools
 import json
 import math
 import os
-import platform
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -134,6 +129,8 @@ def edit_record(run_dir: str | Path, change: Callable[[dict[str, Any]], None]) -
 
 
 def _run_git(cwd: str | Path, *args: str) -> str | None:
+    import subprocess
+
     try:
         done = subprocess.run(
             ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
@@ -166,6 +163,7 @@ def git_patch(cwd: str | Path | None = None) -> str:
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str | None]:
     """Versions from package metadata (importing torch only to ask would cost seconds); missing -> None."""
+    import platform
     from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -179,7 +177,7 @@ def package_versions() -> dict[str, str | None]:
 
 def environment() -> dict[str, Any]:
     """Where and with what this process runs: ``{"host", "pid", "versions"}``."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "versions": dict(package_versions())}
+    return {"host": _hostname(), "pid": os.getpid(), "versions": dict(package_versions())}
 
 
 def current_command() -> list[str]:
@@ -248,6 +246,8 @@ def derive_status(data: Mapping[str, Any], *, host: str | None = None, now: date
 
 @functools.lru_cache(maxsize=1)
 def _hostname() -> str:
+    import socket  # lazily: listing runs that are not running never needs it
+
     return socket.gethostname()
 
 
@@ -260,17 +260,20 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
     A run.json that cannot be parsed does not raise: it reads as ``status: "unreadable"`` with the reason
     in ``error``, so one broken file cannot break a listing (and ``rnnlab runs rm`` can still remove it).
     """
-    run_dir = Path(run_dir).absolute()
+    run_dir = os.path.abspath(run_dir)
     try:
-        data = _load(run_dir)
+        with open(os.path.join(run_dir, RECORD_FILE), "rb") as file:
+            data = json.loads(file.read())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return {
             "schema": None,
             "id": None,
-            "name": run_dir.name,
-            "dir": str(run_dir),
+            "name": os.path.basename(run_dir),
+            "dir": run_dir,
             "status": "unreadable",
             "error": f"{RECORD_FILE}: {error_line(error)}",
             "params": {},
@@ -278,8 +281,9 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
             "tags": [],
             "debug": False,
         }
-    data["dir"] = str(run_dir)
-    data["status"] = derive_status(data)
+    data["dir"] = run_dir
+    if data.get("status") not in FINAL_STATUSES:
+        data["status"] = derive_status(data)
     return data
 
 
@@ -300,18 +304,22 @@ def _walk(directory: str, found: list[str]) -> None:
         _walk(subdir, found)
 
 
-def find_run_dirs(*roots: str | Path) -> list[Path]:
-    """Every directory holding a run.json below (or at) ``roots``, without entering checkpoints and the like."""
+def _run_dirs(roots: Iterable[str | Path]) -> list[str]:
     found: list[str] = []
     for root in roots:
-        _walk(os.fspath(root), found)
-    return [Path(path).absolute() for path in dict.fromkeys(found)]
+        _walk(os.path.abspath(root), found)
+    return list(dict.fromkeys(found))
+
+
+def find_run_dirs(*roots: str | Path) -> list[Path]:
+    """Every directory holding a run.json below (or at) ``roots``, without entering checkpoints and the like."""
+    return [Path(path) for path in _run_dirs(roots)]
 
 
 def find_records(*roots: str | Path) -> list[dict[str, Any]]:
     """``read_record`` of every run below ``roots`` (eval/generate runs nested in a run dir included)."""
     records = []
-    for run_dir in find_run_dirs(*roots):
+    for run_dir in _run_dirs(roots):
         with contextlib.suppress(FileNotFoundError):  # deleted between the walk and the read
             records.append(read_record(run_dir))
     return records
@@ -425,7 +433,11 @@ class RunRecord:
             raise ValueError(f"kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
         if heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval={heartbeat_interval!r} is not allowed; must be > 0")
+        import uuid  # lazily, like every writer-only module: listing runs starts faster
+
         run_dir = Path(run_dir).absolute()
+        if (run_dir / RECORD_FILE).exists():
+            raise FileExistsError(f"{run_dir / RECORD_FILE} exists: continue it with RunRecord.resume")
         run_dir.mkdir(parents=True, exist_ok=True)
         cwd = Path(cwd or os.getcwd()).absolute()
         git = git_state(cwd)
@@ -641,6 +653,8 @@ def interrupt_on_sigterm() -> Iterator[None]:
     """Within the block, SIGTERM (``kill``, SLURM's time limit) raises KeyboardInterrupt in the main thread,
     so ``RunRecord.guard`` records the run as interrupted; the previous handler is restored afterwards.
     Outside the main thread (where handlers cannot be set) it does nothing."""
+    import signal
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -652,4 +666,4 @@ def interrupt_on_sigterm() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
