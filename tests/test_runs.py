@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
+from rnnlab.runs import cli as runs_cli
 from rnnlab.runs.cli import main
 from rnnlab.runs.record import derive_status, write_json_atomic
 
@@ -294,6 +295,7 @@ def test_outside_git_or_without_git_the_git_field_is_null(tmp_path, monkeypatch)
 RESERVE = """
 import os, sys, time
 from rnnlab.runs import reserve_dir
+print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.001)
 print(reserve_dir(sys.argv[1]))
@@ -306,7 +308,7 @@ def test_reserve_dir_gives_processes_started_at_once_distinct_directories(tmp_pa
         (parent / taken).mkdir(parents=True)
     go = tmp_path / "go"
     processes = [python(RESERVE, str(parent), str(go), stdout=subprocess.PIPE) for _ in range(10)]
-    time.sleep(1.0)  # let every interpreter start and wait at the line
+    assert [process.stdout.readline().strip() for process in processes] == ["ready"] * 10  # all at the line
     go.touch()
     dirs = [process.communicate(timeout=60)[0].strip() for process in processes]
     assert all(process.returncode == 0 for process in processes)
@@ -362,6 +364,7 @@ def make_run(root: Path, name: str, cell: str, seed: int, status: str, acc: floa
         **kwargs,
     )
     if status == "running":
+        record._stop.set()  # no heartbeat thread outliving the test; the record stays fresh for 90 s
         return record.data
     record.finish(
         status,
@@ -415,6 +418,20 @@ def test_list_shows_newest_first_with_the_params_that_vary_and_the_metrics(tmp_p
     ]
     assert rows[2].split()[0] == runs["lstm-builtin-h8"]["id"][:8] and "0.95" in rows[2] and "lstm" in rows[2]
     assert "debug-run" in cli("--all", cwd=tmp_path).stdout  # debug runs only with --all
+
+
+def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_path, runs, monkeypatch):
+    from rich.console import Console
+    from rich.text import Text
+
+    piped = cli("--dir", str(tmp_path / "logs"), cwd=tmp_path).stdout.splitlines()
+    terminal = io.StringIO()
+    monkeypatch.setattr(runs_cli, "on_terminal", lambda: True)
+    monkeypatch.setattr(runs_cli, "console", lambda: Console(file=terminal, width=300, color_system="standard"))
+    assert main(["runs", "--dir", str(tmp_path / "logs")]) == 0
+    assert "\x1b[" in terminal.getvalue()  # styled
+    plain = Text.from_ansi(terminal.getvalue()).plain.splitlines()
+    assert [line.split() for line in plain if line.strip()] == [line.split() for line in piped]
 
 
 def test_list_filters_sorts_and_limits(tmp_path, runs):

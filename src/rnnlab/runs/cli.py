@@ -92,6 +92,10 @@ def metric_text(value: Any) -> str:
     return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else as_text(value)
 
 
+def on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 def console():
     from rich.console import Console
 
@@ -224,7 +228,7 @@ def render_list(records: list[dict[str, Any]]) -> None:
     """A rich table on a terminal; piped (scripts, ``| grep``), the same columns as plain text, which spares
     importing and running rich: the listing stays within a small factor of the command's start-up."""
     header, rows, right = list_table(records)
-    if not sys.stdout.isatty():
+    if not on_terminal():
         widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
         for line in (header, *rows):
             cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
