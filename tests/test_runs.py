@@ -434,6 +434,12 @@ def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_pat
     assert [line.split() for line in plain if line.strip()] == [line.split() for line in piped]
 
 
+def test_a_table_too_wide_for_the_terminal_shrinks_the_widest_param_and_metric_columns_first():
+    assert runs_cli.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=50) == [8, 10, 16, 16]
+    assert runs_cli.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=80) == [8, 10, 30, 20]
+    assert runs_cli.shrink_to_fit([8, 10, 6, 7], fixed=[0, 1], available=20) == [8, 10, 5, 5]  # not below 5
+
+
 def test_list_filters_sorts_and_limits(tmp_path, runs):
     def names(*args: str) -> list[str]:
         return listed_names(cli("--json", *args, cwd=tmp_path))

@@ -224,6 +224,19 @@ def list_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     return header + (["tags"] if tags else []), rows, metric_columns
 
 
+def shrink_to_fit(widths: list[int], fixed: Sequence[int], available: int, narrowest: int = 5) -> list[int]:
+    """Column widths within ``available``: the widest of the other columns give up a character at a time
+    (rich crops them with an ellipsis), so on a narrow terminal the columns naming a run stay whole."""
+    widths = list(widths)
+    flexible = [i for i in range(len(widths)) if i not in fixed]
+    for _ in range(max(0, sum(widths) - available)):
+        widest = max(flexible, key=widths.__getitem__, default=None)
+        if widest is None or widths[widest] <= narrowest:
+            break
+        widths[widest] -= 1
+    return widths
+
+
 def render_list(records: list[dict[str, Any]]) -> None:
     """A rich table on a terminal; piped (scripts, ``| grep``), the same columns as plain text, which spares
     importing and running rich: the listing stays within a small factor of the command's start-up."""
@@ -234,18 +247,22 @@ def render_list(records: list[dict[str, Any]]) -> None:
             cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
             print("  ".join(cells).rstrip())
         return
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
     status = header.index("status")
+    out = console()
+    widths = [max(cell_len(cell) for cell in column) for column in zip(header, *rows)]
+    widths = shrink_to_fit(widths, fixed=range(status + 3), available=out.width - 2 * (len(widths) - 1))
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for i, column in enumerate(header):
-        table.add_column(column, no_wrap=True, justify="right" if i in right else "left")
+    for i, (name, width) in enumerate(zip(header, widths)):  # widths given: rich's own measuring is slower
+        table.add_column(name, no_wrap=True, justify="right" if i in right else "left", width=width)
     for row in rows:
         table.add_row(
             *(Text(cell, style=STATUS_STYLES.get(cell, "") if i == status else "") for i, cell in enumerate(row))
         )
-    console().print(table)
+    out.print(table)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
