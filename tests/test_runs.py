@@ -432,6 +432,9 @@ def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_pat
     assert "\x1b[" in terminal.getvalue()  # styled
     plain = Text.from_ansi(terminal.getvalue()).plain.splitlines()
     assert [line.split() for line in plain if line.strip()] == [line.split() for line in piped]
+    terminal.truncate(0)
+    assert main(["runs", "--dir", str(tmp_path / "logs"), "--limit", "2"]) == 0
+    assert Text.from_ansi(terminal.getvalue()).plain.strip().endswith("2 of 4 runs (--limit 0 lists all)")
 
 
 def test_a_table_too_wide_for_the_terminal_shrinks_the_widest_param_and_metric_columns_first():
@@ -468,6 +471,7 @@ def test_list_filters_sorts_and_limits(tmp_path, runs):
     )
     assert names("--status", "killed") == ["lstm-builtin-h8"]
     assert names("--where", "status=killed") == ["lstm-builtin-h8"]
+    assert "killed (recorded as running" in cli("show", runs["lstm-builtin-h8"]["dir"], cwd=tmp_path).stdout
 
 
 def test_list_as_json_and_csv_has_every_param_and_metric(tmp_path, runs):

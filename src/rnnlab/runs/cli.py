@@ -237,7 +237,7 @@ def shrink_to_fit(widths: list[int], fixed: Sequence[int], available: int, narro
     return widths
 
 
-def render_list(records: list[dict[str, Any]]) -> None:
+def render_list(records: list[dict[str, Any]], caption: str = "") -> None:
     """A rich table on a terminal; piped (scripts, ``| grep``), the same columns as plain text, which spares
     importing and running rich: the listing stays within a small factor of the command's start-up."""
     header, rows, right = list_table(records)
@@ -255,7 +255,7 @@ def render_list(records: list[dict[str, Any]]) -> None:
     out = console()
     widths = [max(cell_len(cell) for cell in column) for column in zip(header, *rows)]
     widths = shrink_to_fit(widths, fixed=range(status + 3), available=out.width - 2 * (len(widths) - 1))
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = Table(box=None, header_style="bold", pad_edge=False, caption=caption or None, caption_justify="left")
     for i, (name, width) in enumerate(zip(header, widths)):  # widths given: rich's own measuring is slower
         table.add_column(name, no_wrap=True, justify="right" if i in right else "left", width=width)
     for row in rows:
@@ -269,9 +269,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json and args.csv:
         raise UsageError("--json and --csv are alternatives; give one")
     records = find_records(*roots_of(args))
-    chosen = sort_records(select(records, args), args.sort)
-    if args.limit:
-        chosen = chosen[: args.limit]
+    matching = sort_records(select(records, args), args.sort)
+    chosen = matching[: args.limit] if args.limit else matching
     warn_unreadable(records, chosen)
     if args.json:
         json.dump(chosen, sys.stdout, indent=1)
@@ -282,7 +281,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         where = ", ".join(str(root) for root in roots_of(args))
         print(f"no runs under {where}" + (" match" if args.where or args.status else ""))
     else:
-        render_list(chosen)
+        shown = f"{len(chosen)} of {len(matching)} runs (--limit 0 lists all)" if len(chosen) < len(matching) else ""
+        render_list(chosen, caption=shown)
     return 0
 
 
@@ -297,27 +297,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         json.dump(record, sys.stdout, indent=1)
         print()
         return 0
-    fields = [
-        "id",
-        "name",
-        "kind",
-        "task",
-        "status",
-        "error",
-        "epoch",
-        "dir",
-        "started",
-        "ended",
-        "duration_s",
-        "heartbeat",
-        "host",
-        "pid",
-        "devices",
-        "note",
-        "tags",
-        "debug",
-    ]
-    lines = [f"{key:<12}{value_text(record.get(key))}" for key in fields if key in record]
+    fields = (
+        "id name kind task status error epoch dir started ended duration_s heartbeat host pid devices note tags debug"
+    )
+    lines = []
+    for key in fields.split():
+        if key in record:
+            lines.append(f"{key:<12}{value_text(record[key])}")
+        if key == "status" and record.get("status") == "killed":
+            lines[-1] += " (recorded as running, but its process is gone or its heartbeat stopped)"
     parent = record.get("parent")
     if parent:
         trial = f" (study {parent['study']}, trial {parent['trial']})" if parent.get("study") else ""
@@ -614,6 +602,9 @@ def runs_main(argv: Sequence[str] | None = None, prog: str = "rnnlab runs") -> i
     except BrokenPipeError:  # `rnnlab runs | head`
         sys.stderr.close()
         return 0
+    except OSError as error:  # a run directory that cannot be read, written or deleted
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"runs": runs_main}
