@@ -19,6 +19,7 @@ import pytest
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
 from rnnlab.runs import cli as runs_cli
 from rnnlab.runs.cli import main
+from rnnlab.runs.query import parse_where
 from rnnlab.runs.record import derive_status, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -432,7 +433,8 @@ def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_pat
     assert "\x1b[" in terminal.getvalue()  # styled
     plain = Text.from_ansi(terminal.getvalue()).plain.splitlines()
     assert [line.split() for line in plain if line.strip()] == [line.split() for line in piped]
-    terminal.truncate(0)
+    terminal.seek(0)
+    terminal.truncate()
     assert main(["runs", "--dir", str(tmp_path / "logs"), "--limit", "2"]) == 0
     assert Text.from_ansi(terminal.getvalue()).plain.strip().endswith("2 of 4 runs (--limit 0 lists all)")
 
@@ -625,12 +627,37 @@ def test_dirs_and_rnnlab_root_choose_where_to_look(tmp_path, runs, monkeypatch, 
     assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["far-away"]
 
 
+def test_where_compares_numbers_as_numbers_and_the_rest_as_text():
+    record = {"params": {"model.hidden_size": 10, "model.cell": "gru", "debug_flag": True, "lr": "1e-3"}}
+    assert all(clause.matches(record) for clause in parse_where("model.hidden_size>9 and model.hidden_size<=10"))
+    assert all(clause.matches(record) for clause in parse_where("model.cell=='gru' and debug_flag=True and lr=0.001"))
+    assert not any(clause.matches(record) for clause in parse_where("model.cell>h AND missing=1"))
+    assert parse_where("missing!=1")[0].matches(record)  # a run without the key differs from any value
+
+
+def test_the_package_stays_a_light_leaf():
+    heavy = {"torch", "pytorch_lightning", "lightning", "hydra", "optuna", "omegaconf"}
+    code = "import sys, rnnlab.runs.cli; print(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True)
+    modules = done.stdout.split()
+    assert not [m for m in modules if m.split(".")[0] in heavy]
+    assert [m for m in modules if m.startswith("rnnlab")] == [
+        "rnnlab",
+        "rnnlab.runs",
+        "rnnlab.runs.cli",
+        "rnnlab.runs.query",
+        "rnnlab.runs.record",
+    ]
+
+
 def test_the_rnnlab_command_dispatches_on_its_first_word(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["runs", "--help"])
     assert exit_.value.code == 0 and "rerun" in capsys.readouterr().out
+    assert main(["--help"]) == 0 and "usage: rnnlab {runs}" in capsys.readouterr().out
+    assert main([]) == 2 and capsys.readouterr().err == "error: a command is needed; allowed: runs (rnnlab --help)\n"
     assert main(["study"]) == 2
-    assert capsys.readouterr().err.strip() == "error: command 'study' is not allowed; allowed: runs"
+    assert capsys.readouterr().err == "error: command 'study' is not allowed; allowed: runs (rnnlab --help)\n"
 
 
 # ------------------------------------------------------------------------------------------- benchmark

@@ -613,13 +613,14 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"runs": runs_main}
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``rnnlab`` console script: ``rnnlab COMMAND ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv[:1] in (["-h"], ["--help"]):
         print(
             f"usage: rnnlab {{{','.join(COMMANDS)}}} ...\n\n  runs   find, compare and rerun runs (rnnlab runs --help)"
         )
-        return 0 if argv else USAGE_EXIT
-    command = COMMANDS.get(argv[0])
+        return 0
+    command = COMMANDS.get(argv[0]) if argv else None
     if command is None:
-        print(f"error: command {argv[0]!r} is not allowed; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        given = f"command {argv[0]!r} is not allowed" if argv else "a command is needed"
+        print(f"error: {given}; allowed: {', '.join(COMMANDS)} (rnnlab --help)", file=sys.stderr)
         return USAGE_EXIT
     return command(argv[1:])
