@@ -19,7 +19,7 @@ import pytest
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
 from rnnlab.runs import cli as runs_cli
 from rnnlab.runs.cli import main
-from rnnlab.runs.query import parse_where
+from rnnlab.runs.query import QueryError, parse_where
 from rnnlab.runs.record import derive_status, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -633,6 +633,8 @@ def test_where_compares_numbers_as_numbers_and_the_rest_as_text():
     assert all(clause.matches(record) for clause in parse_where("model.cell=='gru' and debug_flag=True and lr=0.001"))
     assert not any(clause.matches(record) for clause in parse_where("model.cell>h AND missing=1"))
     assert parse_where("missing!=1")[0].matches(record)  # a run without the key differs from any value
+    with pytest.raises(QueryError, match="a tag takes = or !="):
+        parse_where("tag>a")
 
 
 def test_the_package_stays_a_light_leaf():
