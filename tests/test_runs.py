@@ -84,6 +84,9 @@ def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
     record.finish("failed", error="too late")  # idempotent: the first finish stands
     assert stored(run_dir)["status"] == "completed"
     assert sorted(p.name for p in run_dir.iterdir()) == [".run.json.lock", "run.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "run.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file, not 0600
 
 
 def test_start_rejects_unknown_kinds_and_updates_of_unknown_fields(tmp_path):

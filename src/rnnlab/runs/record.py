@@ -2,7 +2,7 @@
 
 A leaf module (stdlib only, no torch): training writes it, the CLI reads thousands of them, both fast.
 Every write is atomic (temp file in the same directory, fsync, ``os.replace``) and holds a lock: a
-``threading.Lock`` against the heartbeat thread and ``fcntl.flock`` on a sidecar file against other
+threading lock against the heartbeat thread and ``fcntl.flock`` on a sidecar file against other
 processes (``rnnlab runs tag`` editing a live run), so a reader never sees half a file and no writer
 drops another's change.
 """
@@ -73,7 +73,10 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` so that readers see the old file or the new one, never a mix (temp, fsync, replace)."""
     path = Path(path)
     text = json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
-    fd, tmp = _mkstemp(path)
+    # Not tempfile.mkstemp: its files are private (0600) and the record should be as readable as any file
+    # the user creates (the umask decides), e.g. by colleagues listing a shared logs/ directory.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
@@ -86,19 +89,13 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-def _mkstemp(path: Path) -> tuple[int, str]:
-    import tempfile  # only writers need it
-
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-
-
 @contextlib.contextmanager
 def file_lock(run_dir: str | Path) -> Iterator[None]:
     """An exclusive lock on ``<run_dir>/.run.json.lock`` shared by every process editing that record."""
     if fcntl is None:
         yield
         return
-    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -116,7 +113,11 @@ def _load(run_dir: Path) -> dict[str, Any]:
 
 def edit_record(run_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Re-read, apply ``change`` in place, write back; under the record's lock, so a live run's heartbeat
-    (which takes the user fields from disk under the same lock) neither loses nor clobbers the edit."""
+    (which takes the user fields from disk under the same lock) neither loses nor clobbers the edit.
+
+    Of a live run, only the user fields (``USER_FIELDS``: tags, note) should be edited this way: the running
+    process rewrites all others from its memory.
+    """
     run_dir = Path(run_dir)
     with file_lock(run_dir):
         data = _load(run_dir)
