@@ -529,7 +529,8 @@ def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo):
     assert done.stdout.startswith("python src/train.py model=gru")
 
 
-def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path):
+def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "script.py").write_text(
         "import sys, pathlib; pathlib.Path('ran.txt').write_text(' '.join(sys.argv[1:]))\n"
     )
@@ -541,10 +542,11 @@ def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path):
         command=["python3", "-u", "script.py", "x=1", "-m"],
         overrides=["x=1", "y='two words'"],
         params={},
-        cwd=tmp_path,
     )
     record.finish("completed")
-    done = cli("rerun", record.id[:8], "--exec", cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # rerun from another directory: the script runs where it was typed
+    elsewhere.mkdir()
+    done = cli("rerun", record.id[:8], "--exec", "--dir", str(tmp_path / "logs"), cwd=elsewhere)
     assert done.returncode == 0, done.stderr
     assert shlex.split(done.stdout) == ["python", "-u", "script.py", "x=1", "y='two words'"]
     assert (tmp_path / "ran.txt").read_text() == "x=1 y='two words'"

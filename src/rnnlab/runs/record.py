@@ -429,7 +429,8 @@ class RunRecord:
         heartbeat_interval: float = 30.0,
     ) -> RunRecord:
         """Write ``<run_dir>/run.json`` (status running) and, for a dirty checkout, ``git.patch``; start the
-        heartbeat. ``cwd`` is where git is asked (default: the current directory)."""
+        heartbeat. ``cwd`` is where git is asked (default: the current directory, which is also recorded as
+        the directory the command was run from)."""
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
         if heartbeat_interval <= 0:
@@ -440,7 +441,8 @@ class RunRecord:
         if (run_dir / RECORD_FILE).exists():
             raise FileExistsError(f"{run_dir / RECORD_FILE} exists: continue it with RunRecord.resume")
         run_dir.mkdir(parents=True, exist_ok=True)
-        cwd = Path(cwd or os.getcwd()).absolute()
+        typed_in = os.getcwd()  # where the command was typed: `rnnlab runs rerun --exec` runs it there again
+        cwd = Path(cwd or typed_in).absolute()
         git = git_state(cwd)
         if git is not None:
             git["patch"] = None
@@ -462,7 +464,7 @@ class RunRecord:
             "epoch": None,
             "command": [str(arg) for arg in command],
             "overrides": [str(arg) for arg in overrides],
-            "cwd": str(cwd),
+            "cwd": typed_in,
             "started": started,
             "ended": None,
             "duration_s": None,
