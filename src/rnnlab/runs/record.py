@@ -5,6 +5,11 @@ Every write is atomic (temp file in the same directory, fsync, ``os.replace``) a
 threading lock against the heartbeat thread and ``fcntl.flock`` on a sidecar file against other
 processes (``rnnlab runs tag`` editing a live run), so a reader never sees half a file and no writer
 drops another's change.
+
+Schema 1 (``rnnlab runs show --json`` prints one): ``schema id name kind dir task parent status error epoch
+command overrides cwd started ended duration_s heartbeat heartbeat_interval host pid devices versions git
+params metrics checkpoints resumes tags note debug``. ``status`` is stored as running, completed, failed or
+interrupted; readers derive "killed" (a running record whose process is gone or silent) and "unreadable".
 """
 
 from __future__ import annotations
