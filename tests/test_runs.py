@@ -54,6 +54,10 @@ def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 # ------------------------------------------------------------------------------------------- lifecycle
 
 
+SCHEMA_1 = """schema id name kind dir task parent status error epoch command overrides cwd started ended duration_s
+heartbeat heartbeat_interval host pid devices versions git params metrics checkpoints resumes tags note debug"""
+
+
 def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
     run_dir = tmp_path / "run"
     record = start(run_dir, devices=["cpu"], parent={"kind": "sweep", "dir": "/s", "study": "st", "trial": 3})
@@ -67,7 +71,8 @@ def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
         checkpoints={"best": "checkpoints/best.ckpt", "last": "checkpoints/last.ckpt"},
     )
     data = read_record(run_dir)
-    assert data["schema"] == 1 and len(data["id"]) == 32 and int(data["id"], 16) >= 0
+    assert set(data) == set(SCHEMA_1.split())
+    assert data["schema"] == 1 and len(data["id"]) == 32 and data["id"][12] == "4"  # a uuid4
     assert data["status"] == "completed" and data["error"] is None and data["epoch"] == 4
     assert data["params"] == {"model.cell": "gru", "model.hidden_size": 8, "seed": 7}
     assert data["metrics"] == {"val/acc": 0.5, "val/acc_best": 0.75, "val/loss": None}  # NaN: strict JSON null
