@@ -13,7 +13,7 @@ prepare_entry_point()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | tuple[float, ...]:
     from hydra.core.hydra_config import HydraConfig
 
     from rnnlab.app.resume import resume_config

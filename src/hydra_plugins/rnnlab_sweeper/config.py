@@ -20,19 +20,23 @@ class RnnlabOptunaSweeperConf:
     # sampler and pruner arrive as (resolved) configs: the pruner's is handed on to every trial job.
     _recursive_: bool = False
     defaults: list[Any] = field(default_factory=lambda: ["_self_", {"sampler": "tpe"}, {"pruner": "median"}])
-    # Any Optuna RDB URL; a SQLite file's folder is created when missing.
-    storage: str = "sqlite:///${paths.root_dir}/multirun/optuna.db"
-    # <data>-<cell>. Not ${task_name}: Hydra builds the sweeper before ${hydra:...} can resolve.
-    study_name: str = "${hydra.runtime.choices.data}-${model.cell}"
-    # max | min, as optimized_mode.
-    direction: str = "${optimized_mode}"
-    # The study's total number of trials (any state, counting every process that works on it):
-    # a rerun or a second worker continues until the study holds this many.
+    # Any Optuna RDB URL; a SQLite file's folder is created when missing. null: sqlite:///<root>/multirun/optuna.db,
+    # <root> being paths.root_dir where the app has it, else the directory the command ran in.
+    storage: str | None = None
+    # null: <data>-<cell> for rnnlab (e.g. mnist1d-lstm), else the app's job name (its script's name).
+    study_name: str | None = None
+    # max | min | maximize | minimize, or a list of them for several objectives (optimized_metric a list);
+    # null: optimized_mode where the app has it, else minimize.
+    direction: Any = None
+    # The study's total number of trials (any state, counting every process that works on it; trials lost to an
+    # interruption or a kill do not count, they run again): a rerun or a second worker continues the study.
     n_trials: int = 20
+    # Trials run at once; null: the launcher's (joblib's n_jobs; the basic launcher runs one at a time).
+    n_jobs: int | None = None
     # Stop launching (and end with an error) once more than this fraction of this run's trials failed.
     max_failure_rate: float = 1.0
-    # The sweeper records a heartbeat for each running trial; a trial whose heartbeat is older than
-    # grace_period (its sweep was killed) is marked FAIL by the next sweep on the study.
+    # The sweeper records a heartbeat for each running trial; a trial of another machine whose heartbeat is older
+    # than grace_period (its sweep was killed) is marked FAIL and run again by the next sweep on the study.
     heartbeat_interval: int = 10
     grace_period: int = 30
     # Rows of the table of best trials printed at the end.
@@ -43,9 +47,11 @@ class RnnlabOptunaSweeperConf:
     sampler: Any = None
     pruner: Any = None
     # key: search space, e.g. model.hidden_size: tag(log, int(interval(8, 256)))
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] | None = None
     # Known settings to try before sampling, once per study: [{model.hidden_size: 64, model.optimizer.lr: 0.005}]
     enqueue: list[dict[str, Any]] = field(default_factory=list)
+    # A function (cfg, trial) -> None adding parameters with trial.suggest_*() (as in hydra-optuna-sweeper).
+    custom_search_space: str | None = None
 
 
 SAMPLERS: dict[str, dict[str, Any]] = {
@@ -53,6 +59,12 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
     # Every combination of choice()/range() params once, in random order (small grids, designed tests).
     "brute_force": {"_target_": "optuna.samplers.BruteForceSampler", "seed": None},
+    # The grid of the choice()/range() params (the sweeper hands it the search space).
+    "grid": {"_target_": "optuna.samplers.GridSampler", "seed": None},
+    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None},  # needs the cmaes package
+    "nsgaii": {"_target_": "optuna.samplers.NSGAIISampler", "seed": None, "population_size": 50},
+    "gp": {"_target_": "optuna.samplers.GPSampler", "seed": None},  # imports torch in the sweep's process
+    "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": None, "qmc_type": "sobol"},
 }
 
 # Steps are validation epochs (the job reports the optimised metric once per validation epoch).

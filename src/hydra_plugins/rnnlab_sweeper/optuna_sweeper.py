@@ -1,203 +1,158 @@
-"""A Hydra sweeper on current Optuna: ask/tell on an RDB storage, pruning, failure tolerance, resume.
+"""A Hydra sweeper on current Optuna: ask/tell on an RDB storage, pruning, failure tolerance, nothing lost.
 
-Each trial is asked from the stored study, launched as a Hydra job with its sampled overrides plus
-``++optuna_trial.{storage,study_name,number}`` (so the job can report to it and be pruned), and told
-COMPLETE, PRUNED (the job raised ``optuna.TrialPruned``) or FAIL (it raised, or returned NaN/inf).
-While trials run the sweeper records their heartbeats; a later sweep marks the RUNNING trials of a
-killed sweep FAIL once their heartbeat is older than ``grace_period``. Optuna is imported lazily: Hydra
-imports this module on every run, sweep or not.
+Each trial is asked from the stored study, launched as a Hydra job with its sampled overrides (plus, for rnnlab's
+config, ``++optuna_trial.{storage,study_name,number,pruner}`` so the job can report to it and be pruned), and
+told COMPLETE, PRUNED (the job raised ``optuna.TrialPruned``) or FAIL (it raised, or returned NaN/inf). Every
+mistake in the sweep's own settings is one ``error:`` line before any trial runs, with the study and its files
+left as they were. Helpers: ``search_space`` (syntax -> distributions), ``study`` (defaults, what a study
+remembers, the folder it owns), ``trials`` (heartbeats, lost trials, telling), ``progress`` (console lines).
+Optuna is imported lazily: Hydra imports this module on every run, sweep or not.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
+import signal
+import sys
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from hydra_plugins.rnnlab_sweeper import search_space, trials
+from hydra_plugins.rnnlab_sweeper import study as studies
+from hydra_plugins.rnnlab_sweeper.progress import Progress
+from hydra_plugins.rnnlab_sweeper.search_space import SearchSpaceError, distribution_of  # noqa: F401 (public)
 from rnnlab.errors import CommandError, first_line
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = {"max": "maximize", "min": "minimize"}
-SEARCH_TAGS = {"log"}
-TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial
-# Command-line groups that only configure the sweep; a best-trial rerun leaves them out.
+TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial (rnnlab's conf/hparams_search)
+# Command-line groups that only configure the sweep (its budget); best.yaml's full_command leaves them out.
 SWEEP_ONLY_KEYS = ("hparams_search",)
 # Launchers that run trials on this machine, whose GPUs the sweeper hands out (others, e.g. SLURM, get theirs
 # from the cluster).
 LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
+GRID_SAMPLERS = ("GridSampler", "BruteForceSampler")
+QUIET_LOGGERS = (
+    "hydra._internal.core_plugins.basic_launcher",
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.seed",
+)
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class SweepFailedError(CommandError, RuntimeError):
     """Too many (or all) of a sweep's trials failed; the message names the first error (printed as one line)."""
 
 
-class SearchSpaceError(ValueError):
-    """A ``hydra.sweeper.params`` entry that cannot become an Optuna distribution."""
+class SweepOptionError(CommandError, ValueError):
+    """A ``hydra.sweeper.*`` value that is not allowed (one line)."""
 
 
-def distribution_of(override: Override):
-    """The Optuna distribution for one sweep override (choice / range / interval, ``tag(log, ...)``)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    key, sweep = override.get_key_element(), override.value()
-    unknown_tags = set(getattr(sweep, "tags", ())) - SEARCH_TAGS
-    if unknown_tags:
-        raise SearchSpaceError(f"{key}: tag {sorted(unknown_tags)} is not allowed; allowed: {sorted(SEARCH_TAGS)}")
-    log_scale = "log" in getattr(sweep, "tags", ())
-    if isinstance(sweep, ChoiceSweep):
-        if log_scale:
-            raise SearchSpaceError(f"{key}: tag(log, ...) needs interval(...), not choice(...)")
-        for choice in sweep.list:
-            if not isinstance(choice, (str, int, float, bool)):
-                raise SearchSpaceError(
-                    f"{key}: choice {choice!r} is not allowed; choices must be str, int, float or bool"
-                )
-        return CategoricalDistribution(list(sweep.list))
-    if isinstance(sweep, RangeSweep):
-        if log_scale:
-            raise SearchSpaceError(f"{key}: tag(log, ...) needs interval(...), not range(...)")
-        values = list(sweep.range())
-        if not values:
-            raise SearchSpaceError(f"{key}: range({sweep.start}, {sweep.stop}, {sweep.step}) is empty")
-        if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
-            return IntDistribution(values[0], values[-1], step=int(sweep.step))
-        return FloatDistribution(float(values[0]), float(values[-1]), step=float(sweep.step))
-    if isinstance(sweep, IntervalSweep):
-        if isinstance(sweep.start, int) and isinstance(sweep.end, int):
-            return IntDistribution(sweep.start, sweep.end, log=log_scale)
-        return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
-    raise SearchSpaceError(
-        f"{key}={override.get_value_element_as_str()} is not a search space; allowed: choice(...), range(...), "
-        "interval(a, b), int(interval(a, b)), tag(log, interval(a, b))"
-    )
-
-
-class _Heartbeats:
-    """Records a heartbeat for every trial this sweep is running, every ``interval`` seconds."""
-
-    def __init__(self, storage: Any, interval: int) -> None:
-        self.storage, self.interval = storage, interval
-        self.trial_ids: set[int] = set()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="optuna-heartbeats", daemon=True)
-        self.thread.start()
-
-    def add(self, trial_id: int) -> None:
-        self.storage.record_heartbeat(trial_id)  # at once: a trial without any heartbeat never goes stale
-        with self.lock:
-            self.trial_ids.add(trial_id)
-
-    def discard(self, trial_id: int) -> None:
-        with self.lock:
-            self.trial_ids.discard(trial_id)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            with self.lock:
-                running = list(self.trial_ids)
-            for trial_id in running:
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception as error:  # a busy database must not kill the sweep; the next beat retries
-                    log.warning(f"heartbeat of trial id {trial_id} not recorded: {error}")
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
+class _Interrupted(BaseException):
+    """SIGINT/SIGTERM reached the sweep (raised where its main thread is)."""
 
 
 class RnnlabOptunaSweeper(Sweeper):
     def __init__(
         self,
-        storage: str,
-        study_name: str,
-        direction: str,
-        n_trials: int,
-        max_failure_rate: float,
-        heartbeat_interval: int,
-        grace_period: int,
-        top_k: int,
-        sampler: Any,
-        pruner: Any,
-        params: dict[str, str] | None,
+        storage: str | None = None,
+        study_name: str | None = None,
+        direction: Any = None,
+        n_trials: int = 20,
+        max_failure_rate: float = 1.0,
+        heartbeat_interval: int = 10,
+        grace_period: int = 30,
+        top_k: int = 5,
+        sampler: Any = None,
+        pruner: Any = None,
+        params: dict[str, str] | None = None,
         enqueue: list[dict[str, Any]] | None = None,
         trials_per_gpu: int = 1,
+        n_jobs: int | None = None,
+        custom_search_space: str | None = None,
     ) -> None:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"hydra.sweeper.direction={direction!r} is not allowed; allowed: {', '.join(DIRECTIONS)}")
-        if n_trials < 1:
-            raise ValueError(f"hydra.sweeper.n_trials={n_trials!r} is not allowed; must be >= 1")
-        if not isinstance(trials_per_gpu, int) or trials_per_gpu < 1:
-            raise ValueError(f"hydra.sweeper.trials_per_gpu={trials_per_gpu!r} is not allowed; must be an integer >= 1")
-        if not 0.0 <= max_failure_rate <= 1.0:
-            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate!r} is not allowed; must be in [0, 1]")
-        if heartbeat_interval < 1 or grace_period <= heartbeat_interval:
-            raise ValueError(
-                f"hydra.sweeper.heartbeat_interval={heartbeat_interval!r}, grace_period={grace_period!r} are not "
-                "allowed; need heartbeat_interval >= 1 and grace_period > heartbeat_interval"
-            )
-        self.storage_url, self.study_name, self.direction = storage, study_name, DIRECTIONS[direction]
+        # Checked in setup() (``check``), where a bad value can end the command with one line for any app.
+        self.storage_url, self.study_name, self.direction = storage, study_name, direction
         self.n_trials, self.max_failure_rate, self.top_k = n_trials, max_failure_rate, top_k
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
         # Resolved plain configs; the job rebuilds the same pruner from the one handed to it.
-        self.sampler_conf = OmegaConf.to_container(sampler) if sampler is not None else None
-        self.pruner_conf = OmegaConf.to_container(pruner) if pruner is not None else None
+        self.sampler_conf = OmegaConf.to_container(sampler, resolve=True) if OmegaConf.is_config(sampler) else sampler
+        self.pruner_conf = OmegaConf.to_container(pruner, resolve=True) if OmegaConf.is_config(pruner) else pruner
         self.params = dict(params or {})
         self.enqueue = [dict(entry) for entry in enqueue or ()]
-        self.trials_per_gpu = trials_per_gpu
+        self.trials_per_gpu, self.n_jobs, self.custom_search_space = trials_per_gpu, n_jobs, custom_search_space
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher = None
         self.gpus: list[int | None] = []  # the GPU of each parallel trial (None: the trial's own trainer config)
         self._study_lock = threading.Lock()  # parallel slots share the study object
+        self._running: dict[int, float] = {}  # numbers of the trials this sweep runs now
+        self._stop = threading.Event()  # no more trials: interrupted, grid exhausted
+        self._signal: int | None = None
+        self._distributions: dict[str, Any] = {}
+
+    def check(self) -> None:
+        """Raise ``SweepOptionError`` (one line) for a sweeper value that is not allowed."""
+
+        def need(ok: bool, key: str, value: Any, allowed: str) -> None:
+            if not ok:
+                raise SweepOptionError(f"hydra.sweeper.{key}={value!r} is not allowed; {allowed}")
+
+        integer = (int,)
+        need(isinstance(self.n_trials, integer) and self.n_trials >= 1, "n_trials", self.n_trials, "must be >= 1")
+        need(
+            isinstance(self.trials_per_gpu, integer) and self.trials_per_gpu >= 1,
+            "trials_per_gpu",
+            self.trials_per_gpu,
+            "must be an integer >= 1",
+        )
+        need(
+            self.n_jobs is None or (isinstance(self.n_jobs, integer) and (self.n_jobs >= 1 or self.n_jobs == -1)),
+            "n_jobs",
+            self.n_jobs,
+            "must be null (the launcher's), -1 (one per core) or >= 1",
+        )
+        need(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", self.max_failure_rate, "must be in [0, 1]")
+        need(self.top_k >= 1, "top_k", self.top_k, "must be >= 1")
+        if self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval:
+            raise SweepOptionError(
+                f"hydra.sweeper.heartbeat_interval={self.heartbeat_interval!r}, grace_period={self.grace_period!r} "
+                "are not allowed; need heartbeat_interval >= 1 and grace_period > heartbeat_interval"
+            )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.core.plugins import Plugins
 
+        _one_line(self.check)
         HydraConfig.instance().set_config(config)  # so ${hydra:...} in hydra.sweep.dir resolves here too
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    # --------------------------------------------------------------------------------- search space
-
-    def _search_space(self, arguments: list[str]) -> tuple[dict, list[str]]:
-        """(distributions by key, fixed overrides): ``params`` first, command-line arguments win."""
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        merged: dict[str, Override] = {}
-        for override in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments)):
-            merged[override.get_key_element()] = override
-        distributions, fixed = {}, []
-        for key, override in merged.items():
-            if override.is_sweep_override():
-                distributions[key] = distribution_of(override)
-            else:
-                fixed.append(override.input_line)
-        return distributions, fixed
+    # --------------------------------------------------------------------------------- where trials run
 
     def _parallel_jobs(self) -> int:
-        """How many jobs the launcher runs at once (joblib's n_jobs, SLURM's array_parallelism; basic: 1)."""
+        """How many trials run at once: ``n_jobs``, else the launcher's (joblib's n_jobs, SLURM's
+        array_parallelism); the basic launcher runs one at a time (it runs trials in this process)."""
         from rnnlab.devices import cpu_share
 
         launcher = self.config.hydra.launcher
-        n_jobs = int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
+        if not str(launcher.get("_target_", "")).endswith(LOCAL_LAUNCHERS[1]) and self._local_launcher():
+            return 1
+        n_jobs = self.n_jobs or int(launcher.get("n_jobs") or launcher.get("array_parallelism") or 1)
         return cpu_share(1) if n_jobs < 0 else n_jobs  # joblib: -1 = one job per core
 
     def _local_launcher(self) -> bool:
@@ -213,7 +168,7 @@ class RnnlabOptunaSweeper(Sweeper):
         from rnnlab.devices import GPU_ACCELERATORS, cuda_device_count, visible_gpu_names
         from rnnlab.sweep.gpus import gpu_slots
 
-        accelerator = str(self.config.trainer.get("accelerator", "auto"))
+        accelerator = str(OmegaConf.select(self.config, "trainer.accelerator", default="auto"))
         if accelerator not in GPU_ACCELERATORS or not self._local_launcher():
             return parallel, [], [None] * parallel
         count = cuda_device_count()
@@ -231,101 +186,221 @@ class RnnlabOptunaSweeper(Sweeper):
         )
         return len(slots), [], list(slots)
 
+    def _app_overrides(self, parallel: int, metrics: list[str]) -> list[str]:
+        """What rnnlab's config gets on top of the fixed overrides, only where the app's config has the keys:
+        a share of the cores, the first objective for the best checkpoint of a multi-objective study."""
+        from rnnlab.devices import cpu_share
+
+        extra = []
+        if "threads" in self.config and self.config.get("threads") is None and self._local_launcher():
+            extra.append(f"threads={cpu_share(parallel)}")  # not set by the user: a share of the cores,
+            if TRIAL_KEY in self.config:  # rebalanced every epoch among the live trials
+                extra.append(f"++{TRIAL_KEY}.share_cores=true")
+        if len(metrics) > 1:
+            for callback in ("model_checkpoint", "early_stopping"):
+                key = f"callbacks.{callback}.monitor"
+                if search_space.has_key(self.config, key):
+                    extra.append(f"{key}={metrics[0]}")
+        return extra
+
     # --------------------------------------------------------------------------------- sweep
 
     def sweep(self, arguments: list[str]) -> Any:
-        import optuna
+        return _one_line(lambda: self._sweep(arguments))
 
-        from rnnlab.devices import cpu_share
-        from rnnlab.sweep.results import top_trials_table, write_best
-        from rnnlab.sweep.storage import open_storage
+    def _sweep(self, arguments: list[str]) -> Any:
+        from rnnlab.sweep.storage import open_storage, safe_url
 
-        distributions, fixed = self._search_space(arguments)
-        if not distributions:
+        # 1. Everything that can be checked without touching the storage or any file.
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        distributions, fixed = search_space.split_search_space(parser, self.params, arguments)
+        custom = search_space.custom_search_space(self.custom_search_space)
+        if not distributions and custom is None:
             raise SearchSpaceError(
-                "nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. a=choice(1,2))"
+                "nothing to sweep: give hydra.sweeper.params or a sweep override (e.g. 'x=choice(1,2)')"
             )
-        parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
-        per_job = list(fixed) + device_overrides
-        if self.config.get("threads") is None and self._local_launcher():  # not set by the user: a share of the cores,
-            per_job += [f"threads={cpu_share(parallel)}", f"++{TRIAL_KEY}.share_cores=true"]  # rebalanced each epoch
-
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-
-        storage = open_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
-        study = optuna.create_study(
-            storage=storage,
-            study_name=self.study_name,
-            direction=self.direction,
-            load_if_exists=True,
-            sampler=instantiate(self.sampler_conf) if self.sampler_conf else None,
-            pruner=instantiate(self.pruner_conf) if self.pruner_conf else None,
-        )
+        missing = search_space.missing_keys(self.config, distributions)
+        if missing:
+            raise SearchSpaceError(
+                f"swept key {', '.join(repr(k) for k in missing)} is not in the config; allowed: keys it has "
+                f"(python {sys.argv[0]} --cfg job lists them), or +key=... to add one"
+            )
         for entry in self.enqueue:
             unknown = sorted(set(entry) - set(distributions))
             if unknown:
                 raise SearchSpaceError(f"hydra.sweeper.enqueue: {unknown} not swept; swept: {sorted(distributions)}")
-            study.enqueue_trial(entry, skip_if_exists=True)
-        started_states = tuple(state for state in optuna.trial.TrialState if state != optuna.trial.TrialState.WAITING)
-        log.info(
-            f"Study {self.study_name!r} on {_safe_url(self.storage_url)}: "
-            f"{len(study.get_trials(deepcopy=False, states=started_states))} trials so far, "
-            f"up to {self.n_trials} in all; sweep dir {sweep_dir}"
-        )
-        heartbeats = _Heartbeats(storage, self.heartbeat_interval)
-        outcomes: list[tuple[int, str, str | None]] = []  # (trial number, state, error) of this run
+        directions = studies.directions_of(self.direction, self.config)
+        metrics = studies.metric_names(self.config, len(directions))
+        name = self.study_name or studies.default_study_name(self.config)
+        url = self.storage_url or studies.default_storage(self.config)
+        sampler = self._sampler(distributions)
+        pruner = self._pruner(len(directions))
+        self._distributions = distributions
 
-        def next_trial():
-            """The next trial to run, asked from the stored study; None once it holds n_trials (or too many
-            of this run's trials failed)."""
-            with self._study_lock:  # one ask (and count of started trials) at a time across the slots
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
-                remaining = self.n_trials - len(study.get_trials(deepcopy=False, states=started_states))
-                if remaining <= 0 or self._too_many_failures(outcomes):
-                    return None
-                with warnings.catch_warnings():
-                    # Optuna warns that heartbeats are meant for optimize(); _Heartbeats does that job here.
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                    return study.ask(distributions)
+        # 2. The storage and the study (a bad URL, other fixed overrides or directions: one line, nothing written).
+        storage = open_storage(url, self.heartbeat_interval, self.grace_period)
+        storage.failed_trial_callback = trials.retry_stale  # stale trials of other hosts run again, once
+        settings = studies.fixed_settings(fixed)
+        study, record = studies.open_study(storage, name, directions, settings, metrics, sampler=sampler, pruner=pruner)
+        for entry in self.enqueue:
+            study.enqueue_trial(entry, skip_if_exists=True)
+
+        # 3. The study's own folder.
+        with read_write(self.config.hydra), open_dict(self.config.hydra):  # for ${hydra.sweeper.study_name}
+            self.config.hydra.sweeper.study_name, self.config.hydra.sweeper.storage = name, url
+        trial_dirs = {str(Path(t.user_attrs["run_dir"]).parent) for t in study.trials if "run_dir" in t.user_attrs}
+        wanted = Path(self.config.hydra.sweep.dir).absolute()
+        sweep_dir = studies.owned_sweep_dir(wanted, name, safe_url(url), record["uid"], trial_dirs)
+        if sweep_dir != wanted:
+            print(f"[sweep] {wanted} belongs to another study {name!r}: this one writes into {sweep_dir}")
+        studies.claim(sweep_dir, name, safe_url(url), record["uid"])
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        # 4. Run.
+        parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
+        per_job = [*fixed, *device_overrides, *self._app_overrides(parallel, metrics)]
+        n_trials = min(self.n_trials, _grid_size(sampler, distributions) or self.n_trials)
+        done = len(trials.counted(study.get_trials(deepcopy=False)))
+        print(f"[sweep] study {name!r} on {safe_url(url)}: {done} of {n_trials} trials done; sweep dir {sweep_dir}")
+        progress = Progress(n_trials, parallel, [d == "maximize" for d in directions], metrics)
+        outcomes = self._run(study, storage, n_trials, parallel, per_job, sweep_dir, custom, url, progress)
+
+        # 5. Report.
+        self._report(study, sweep_dir, fixed, metrics, n_trials, outcomes)
+        self._raise_on_failures(outcomes)
+        return outcomes
+
+    def _sampler(self, distributions: dict) -> Any:
+        """The sampler; a grid sampler gets the grid of the discrete params (only those are allowed)."""
+        if not self.sampler_conf:
+            return None
+        target = str(self.sampler_conf.get("_target_", ""))
+        extra = {}
+        if target.endswith(GRID_SAMPLERS[0]):
+            extra["search_space"] = {key: _grid_values(key, dist) for key, dist in distributions.items()}
+        try:
+            sampler = instantiate(self.sampler_conf, **extra)
+            return sampler(**extra) if callable(sampler) and not hasattr(sampler, "sample_relative") else sampler
+        except Exception as error:
+            cause = error.__cause__ or error
+            raise SweepOptionError(
+                f"hydra.sweeper.sampler {target!r} cannot be built: {first_line(cause)}; allowed: an Optuna sampler "
+                "(hydra/sweeper/sampler=tpe, random, grid, brute_force, cmaes (needs the cmaes package), nsgaii, "
+                "gp, qmc)"
+            ) from None
+
+    def _pruner(self, n_objectives: int) -> Any:
+        import optuna
+
+        if n_objectives > 1:
+            if self.pruner_conf and "NopPruner" not in str(self.pruner_conf.get("_target_")):
+                print(f"[sweep] {n_objectives} objectives: pruning is off (Optuna prunes single-objective studies)")
+            self.pruner_conf = None
+            return optuna.pruners.NopPruner()
+        return instantiate(self.pruner_conf) if self.pruner_conf else None
+
+    def _run(self, study, storage, n_trials, parallel, per_job, sweep_dir, custom, url, progress) -> list:
+        """Run trials in ``parallel`` slots until the study holds ``n_trials``; SIGINT/SIGTERM stop it with the
+        running trials recorded as lost (run again by the next sweep)."""
+        heartbeats = trials.Heartbeats(storage, self.heartbeat_interval)
+        outcomes: list[tuple[int, str, str | None]] = []  # (trial number, state, error) of this run
+        context = (study, storage, per_job, sweep_dir, custom, url, heartbeats, progress, n_trials)
 
         def run_slot(slot: int) -> None:
             # A slot asks for its next trial as soon as its last one ends (completed, pruned or failed): a pruned
             # trial frees its worker at once instead of idling until the slowest trial of a batch is done.
-            while (trial := next_trial()) is not None:
-                outcome = self._run_trial(study, trial, slot, per_job, sweep_dir, heartbeats)
+            while (asked := self._next_trial(study, storage, n_trials, outcomes, custom)) is not None:
+                outcome = self._run_trial(slot, *asked, context)
                 with self._study_lock:
                     outcomes.append(outcome)
 
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in EXIT_CODES}
+        # Hydra's "Launching 1 jobs locally" + overrides per trial, Lightning's "GPU available" and seeds: the
+        # progress lines say what matters (a trial's train.log keeps its own lines).
+        quiet = [logging.getLogger(name) for name in QUIET_LOGGERS]
+        levels = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.WARNING)
         try:
             if parallel == 1:
                 run_slot(0)  # in this thread: the basic launcher runs the trial in this process
             else:
                 with ThreadPoolExecutor(parallel, thread_name_prefix="trial-slot") as slots:
-                    for done in [slots.submit(run_slot, slot) for slot in range(parallel)]:
-                        done.result()
+                    futures = [slots.submit(run_slot, slot) for slot in range(parallel)]
+                    try:
+                        for future in futures:
+                            future.result()
+                    except _Interrupted:
+                        self._stop.set()
+                        self._record_interrupted(study, storage)
+                        _stop_local_workers()
+                        raise
+        except (_Interrupted, KeyboardInterrupt):
+            self._stop.set()
+            self._record_interrupted(study, storage)
+            name = signal.Signals(self._signal or signal.SIGINT).name
+            print(
+                f"error: sweep interrupted by {name}: its running trials are recorded FAIL (lost) and run again "
+                "first when you run the same command again",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_CODES.get(self._signal or signal.SIGINT, 130)) from None
         finally:
+            for logger, level in zip(quiet, levels):
+                logger.setLevel(level)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             heartbeats.close()
-
-        print(top_trials_table(study, self.top_k))
-        base = [o for o in fixed if o.split("=")[0].lstrip("+~") not in SWEEP_ONLY_KEYS]
-        best_path = write_best(study, sweep_dir, base, self.config.get("optimized_metric", "objective"))
-        if best_path:
-            print(f"best trial written to {best_path}")
-        self._raise_on_failures(outcomes)
         return outcomes
 
-    def _run_trial(self, study, trial, slot: int, per_job: list[str], sweep_dir: Path, heartbeats: _Heartbeats):
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signal is None:
+            self._signal = signum
+            for sig in EXIT_CODES:  # a second Ctrl-C must not cut the recording short
+                signal.signal(sig, signal.SIG_IGN)
+            raise _Interrupted()
+
+    def _record_interrupted(self, study, storage) -> None:
+        name = signal.Signals(self._signal or signal.SIGINT).name
+        with self._study_lock:
+            running = list(self._running)
+        for number in running:
+            trials.fail_lost(study, storage, number, f"lost: the sweep was interrupted by {name}")
+
+    def _next_trial(self, study, storage, n_trials, outcomes, custom):
+        """(trial, position) of the next trial to run, asked from the stored study; None once it holds
+        ``n_trials`` counted trials (or too many of this run's trials failed, or the sweep is stopping)."""
+        import optuna
+
+        with self._study_lock:  # one ask (and count of started trials) at a time across the slots
+            if self._stop.is_set() or self._too_many_failures(outcomes):
+                return None
+            trials.fail_dead_trials(study, storage)
+            done = len(trials.counted(study.get_trials(deepcopy=False)))
+            if done >= n_trials:
+                return None
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats are meant for optimize(); Heartbeats does that job here.
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                trial = study.ask(self._distributions)
+            if custom is not None:
+                custom(self.config, trial)
+            self._running[trial.number] = time.monotonic()
+            return trial, done + 1
+
+    def _run_trial(self, slot: int, trial, position: int, context) -> tuple[int, str, str | None]:
         """Launch one trial as a job of the configured launcher in parallel slot ``slot``; its outcome."""
         from rnnlab.sweep.results import override_value
+        from rnnlab.sweep.workers import this_worker
 
-        heartbeats.add(trial._trial_id)
+        study, storage, per_job, sweep_dir, custom, url, heartbeats, progress, n_trials = context
+        tid = trials.trial_id(storage, study, trial.number)
+        heartbeats.add(tid)
         run_dir = sweep_dir / f"trial_{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and sweep process
+        for key, value in this_worker().items():  # which machine and sweep process
+            trial.set_user_attr(key, value)
         gpu = self.gpus[slot]
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)  # torch's index among the visible GPUs
@@ -333,52 +408,81 @@ class RnnlabOptunaSweeper(Sweeper):
             *per_job,
             *([f"trainer.devices=[{gpu}]"] if gpu is not None else []),
             *(f"{key}={override_value(value)}" for key, value in trial.params.items()),
-            f"++{TRIAL_KEY}.storage={override_value(self.storage_url)}",
-            f"++{TRIAL_KEY}.study_name={override_value(self.study_name)}",
-            f"++{TRIAL_KEY}.number={trial.number}",
-            f"++{TRIAL_KEY}.pruner={override_value(self.pruner_conf)}",
+            *self._trial_overrides(trial.number, url, study.study_name, sweep_dir.name),
             f"hydra.sweep.dir={override_value(str(sweep_dir))}",
             f"hydra.sweep.subdir={run_dir.name}",
         ]
+        progress.start(trial.number, position, trial.params, trial.user_attrs.get(trials.RETRY_ATTR))
         try:
             # No validate_batch_is_legal: it composes the job's config once more in this process (~0.3 s a
             # trial); a config that does not compose fails in the launcher just the same, and lands below.
             result: Any = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
         except Exception as error:  # composition or launcher failure: the trial failed, the sweep goes on
             result = error
+        except BaseException as error:  # SIGINT/SIGTERM (Lightning turns Ctrl-C into SystemExit) or a job's exit
+            if self._signal is not None or isinstance(error, (KeyboardInterrupt, _Interrupted)):
+                raise _Interrupted() from None
+            result = RuntimeError(f"the job exited: {first_line(error)}")
         try:
             with self._study_lock:  # the slots' tells (and the sampler's after-trial work) one at a time
-                return self._tell(study, trial, result)
+                try:
+                    state, values, reason = trials.tell(study, trial, result, len(study.directions))
+                except trials.GridExhausted:  # this trial is recorded; there is no other point to try
+                    self._stop.set()
+                    frozen = storage.get_trial(tid)
+                    state, values, reason = frozen.state.name, frozen.values, frozen.user_attrs.get(trials.ERROR_ATTR)
+                self._running.pop(trial.number, None)
+                remaining = max(0, n_trials - len(trials.counted(study.get_trials(deepcopy=False))))
         finally:
-            heartbeats.discard(trial._trial_id)
+            heartbeats.discard(tid)
+        progress.end(trial.number, _outcome_text(study, trial.number, state, values, reason), values, remaining)
+        return trial.number, state, reason
 
-    def _tell(self, study, trial, result: Any) -> tuple[int, str, str | None]:
-        import optuna
+    def _trial_overrides(self, number: int, url: str, name: str, folder: str) -> list[str]:
+        """rnnlab's per-trial keys, where the app's config has them: which trial to report to, the TensorBoard
+        folder of the trial beside single runs (``logs/<task>/sweeps/<study folder>/trial_<n>``)."""
+        from rnnlab.sweep.results import override_value
 
-        from rnnlab.sweep.results import non_finite_reason
+        extra = []
+        if TRIAL_KEY in self.config:
+            extra += [
+                f"++{TRIAL_KEY}.storage={override_value(url)}",
+                f"++{TRIAL_KEY}.study_name={override_value(name)}",
+                f"++{TRIAL_KEY}.number={number}",
+                f"++{TRIAL_KEY}.pruner={override_value(self.pruner_conf)}",
+            ]
+        tensorboard = "logger.tensorboard.save_dir"
+        if all(search_space.has_key(self.config, key) for key in (tensorboard, "paths.log_dir", "task_name")):
+            extra.append(f"{tensorboard}='${{paths.log_dir}}/${{task_name}}/sweeps/{folder}/trial_{number}'")
+        return extra
 
-        TrialState = optuna.trial.TrialState
-        if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
-            reason = non_finite_reason(result.return_value)
-            if reason is None:
-                study.tell(trial, float(result.return_value), skip_if_finished=True)
-                log.info(f"trial {trial.number} COMPLETE: {float(result.return_value):.4f} {trial.params}")
-                return trial.number, TrialState.COMPLETE.name, None
-        else:
-            error = result._return_value if isinstance(result, JobReturn) else result
-            if isinstance(error, optuna.TrialPruned):
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                log.info(f"trial {trial.number} PRUNED: {error} {trial.params}")
-                return trial.number, TrialState.PRUNED.name, None
-            reason = first_line(error) if isinstance(error, BaseException) else f"job status {result.status}"
-        trial.set_user_attr("error", reason)
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        traceback = result._return_value if isinstance(result, JobReturn) else result
-        log.warning(
-            f"trial {trial.number} FAIL: {reason} {trial.params}",
-            exc_info=traceback if isinstance(traceback, BaseException) else None,
+    def _report(self, study, sweep_dir: Path, fixed: list[str], metrics: list[str], n_trials: int, outcomes) -> None:
+        from rnnlab.sweep.results import (
+            plot_pareto,
+            top_trials_table,
+            write_best,
+            write_optimization_results,
         )
-        return trial.number, TrialState.FAIL.name, reason
+
+        print(top_trials_table(study, self.top_k, metrics))
+        base = [o for o in fixed if not o.lstrip("+~").startswith(studies.EXECUTION_PREFIXES)]
+        full = [o for o in base if o.split("=")[0].lstrip("+~") not in SWEEP_ONLY_KEYS]
+        script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "src/train.py"
+        best_path = write_best(study, sweep_dir, base, metrics, full, script)
+        if best_path:
+            write_optimization_results(study, sweep_dir)
+            print(f"best trial{'s' if len(metrics) > 1 else ''} written to {best_path}")
+        plot = plot_pareto(study, sweep_dir, metrics) if len(metrics) > 1 else None
+        if plot:
+            print(f"Pareto front plotted in {plot}")
+        done = len(trials.counted(study.get_trials(deepcopy=False)))
+        if done >= n_trials and not outcomes:
+            print(
+                f"[sweep] study {study.study_name!r} already holds its {done} trials: raise hydra.sweeper.n_trials "
+                f"(e.g. hydra.sweeper.n_trials={n_trials + 10}) to continue it"
+            )
+        elif self._stop.is_set() and done < n_trials:
+            print(f"[sweep] the sampler has tried every point of its grid ({done} trials)")
 
     def _too_many_failures(self, outcomes) -> bool:
         failed = sum(state == "FAIL" for _, state, _ in outcomes)
@@ -400,8 +504,62 @@ class RnnlabOptunaSweeper(Sweeper):
             )
 
 
-def _safe_url(url: str) -> str:
-    """The storage URL without its password, for logs."""
-    from sqlalchemy.engine import make_url
+def _one_line(action):
+    """Run ``action``; a ``CommandError`` ends the command with one ``error:`` line (any Hydra app: Hydra lets
+    SystemExit through)."""
+    try:
+        return action()
+    except CommandError as error:
+        raise SystemExit(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
 
-    return make_url(url).render_as_string(hide_password=True)
+
+def _outcome_text(study, number: int, state: str, values, reason) -> str:
+    if state == "PRUNED":
+        steps = study.trials[number].intermediate_values
+        return f"pruned at epoch {max(steps)}" if steps else "pruned"
+    if state == "FAIL":
+        return f"failed: {reason}"
+    metrics = (study.user_attrs.get(studies.STUDY_ATTR) or {}).get("metrics") or []
+    names = metrics if len(metrics) == len(values or ()) else [f"value_{i}" for i in range(len(values or ()))]
+    return "done: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values or ()))
+
+
+def _grid_values(key: str, distribution) -> list:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntDistribution) and not distribution.log:
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    if isinstance(distribution, FloatDistribution) and distribution.step is not None:
+        count = round((distribution.high - distribution.low) / distribution.step) + 1
+        return [distribution.low + i * distribution.step for i in range(count)]
+    raise SweepOptionError(
+        f"hydra/sweeper/sampler=grid cannot search {key}: a grid needs choice(...) or range(...), not an interval"
+    )
+
+
+def _grid_size(sampler, distributions: dict) -> int | None:
+    """How many points a grid or brute-force sampler can try (None: not such a sampler, or not finite)."""
+    if type(sampler).__name__ not in GRID_SAMPLERS:
+        return None
+    size = 1
+    for key, distribution in distributions.items():
+        try:
+            size *= len(_grid_values(key, distribution))
+        except SweepOptionError:
+            return None
+    return size
+
+
+def _stop_local_workers() -> None:
+    """Stop the joblib launcher's worker processes (they run the interrupted trials), so the sweep ends at once.
+
+    Adapter: joblib's loky executor is the one public handle on those processes.
+    """
+    try:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=False, kill_workers=True)
+    except Exception as error:  # no joblib, or nothing to stop
+        log.debug(f"joblib workers not stopped: {error}")

@@ -107,6 +107,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     for logger in trainer.loggers:
         logger.finalize("success")
 
+    metrics["model/num_parameters"] = float(model.num_parameters)  # an objective of size-vs-accuracy sweeps
     metrics = trainer.strategy.broadcast(metrics, src=0)  # one answer, whichever rank is asked
     if trainer.is_global_zero:
         print(summary_line(cfg, model, metrics, run_dir))
@@ -123,9 +124,12 @@ def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, floa
     return f"[rnnlab] {cfg.run_name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
 
 
-def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
-    """The value of ``cfg.optimized_metric`` for a sweeper; a clear error if the run did not log it."""
-    name = cfg.optimized_metric
-    if name not in metrics:
-        raise metric_not_logged(name, metrics)
-    return metrics[name]
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | tuple[float, ...]:
+    """The value of ``cfg.optimized_metric`` for a sweeper, a tuple when it is a list of metrics (a
+    multi-objective sweep); a clear error if the run did not log one."""
+    names = list(cfg.optimized_metric) if OmegaConf.is_list(cfg.optimized_metric) else [cfg.optimized_metric]
+    for name in names:
+        if name not in metrics:
+            raise metric_not_logged(name, metrics)
+    values = tuple(metrics[name] for name in names)
+    return values if OmegaConf.is_list(cfg.optimized_metric) else values[0]

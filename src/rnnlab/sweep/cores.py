@@ -9,17 +9,22 @@ import pytorch_lightning as pl
 import torch
 
 from rnnlab.devices import cpu_share
+from rnnlab.sweep.workers import worker_alive, worker_host
 
 if TYPE_CHECKING:
     import optuna
 
 
 def running_on_host(study: optuna.Study, host: str) -> int:
-    """How many of the study's trials are running on ``host`` (their ``worker`` attribute is ``host:pid``)."""
+    """How many of the study's trials are running on ``host`` (their ``worker`` attribute is ``host:pid``).
+
+    Only live ones: a trial still RUNNING in the storage whose sweep process is gone (killed) takes no core.
+    """
     import optuna
 
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return sum(str(t.user_attrs.get("worker", "")).rsplit(":", 1)[0] == host for t in running)
+    here = host == socket.gethostname()
+    return sum(worker_host(t.user_attrs) == host and (not here or worker_alive(t.user_attrs)) for t in running)
 
 
 class ShareCores(pl.Callback):

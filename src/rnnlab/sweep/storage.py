@@ -5,26 +5,76 @@ Light (no torch): the sweep's parent process imports it.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+from rnnlab.errors import CommandError, first_line
+
 SQLITE_LOCK_TIMEOUT_S = 60  # concurrent sweeps on one SQLite file wait for each other's writes
 STORAGE_INIT_ATTEMPTS = 4
+EXAMPLE_URLS = "an Optuna RDB URL, e.g. sqlite:///path/to/optuna.db or postgresql+psycopg2://user@host/db"
+
+
+class StorageError(CommandError, ValueError):
+    """A storage URL that cannot be opened (bad syntax, unknown database, unwritable file); one line."""
+
+
+def safe_url(url: str) -> str:
+    """The storage URL without its password, for logs and messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _refused(url: str, reason: str) -> StorageError:
+    return StorageError(f"hydra.sweeper.storage={safe_url(url)!r} cannot be used: {reason}; allowed: {EXAMPLE_URLS}")
+
+
+def _sqlite_file_problem(database: str) -> str | None:
+    """Why a SQLite file cannot be written there, checked before anything is created (None: it can)."""
+    path = Path(database).expanduser().absolute()
+    if path.is_dir():
+        return f"{path} is a directory"
+    existing = next(p for p in [path, *path.parents] if p.exists())
+    if existing == path:
+        return None if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) else f"{path} is not writable"
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
-    """An Optuna RDB storage for ``url``; a SQLite file's folder is created and writers wait for locks."""
+    """An Optuna RDB storage for ``url``; a SQLite file's folder is created and writers wait for locks.
+
+    Raises ``StorageError`` (one line) for a URL that cannot work, without retrying and without creating
+    anything: an unknown scheme or driver, a SQLite path under a file or in a read-only place, a file that is
+    not a database.
+    """
     import optuna
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 
     engine_kwargs: dict[str, Any] = {}
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+    except (ArgumentError, TypeError) as error:
+        raise _refused(str(url), first_line(error)) from None
+    if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            problem = _sqlite_file_problem(parsed.database)
+            if problem:
+                raise _refused(url, problem)
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
     for attempt in range(1, STORAGE_INIT_ATTEMPTS + 1):
         try:
@@ -33,8 +83,16 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                 return optuna.storages.RDBStorage(
                     url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
                 )
-        except SQLAlchemyError:
+        except (IntegrityError, OperationalError) as error:
             # Processes opening a new storage at once race to create its tables; the loser finds them next time.
+            racing = isinstance(error, IntegrityError) or "already exists" in str(error) or "locked" in str(error)
+            if not racing:
+                raise _refused(url, str(getattr(error, "orig", None) or first_line(error)).splitlines()[0]) from None
             if attempt == STORAGE_INIT_ATTEMPTS:
                 raise
             time.sleep(attempt)
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise _refused(url, f"{type(error).__name__}: {reason}") from None
+        except optuna.exceptions.StorageInternalError as error:
+            raise _refused(url, first_line(error.__cause__ or error)) from None

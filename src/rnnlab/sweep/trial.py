@@ -65,8 +65,8 @@ class OptunaPruning(pl.Callback):
 
 
 def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """The pruning callback (and ``ShareCores`` when ``optuna_trial.share_cores``) when this run is a sweep
-    trial (``optuna_trial.number`` set), else nothing.
+    """The pruning callback (not for several objectives) and ``ShareCores`` (when ``optuna_trial.share_cores``)
+    when this run is a sweep trial (``optuna_trial.number`` set), else nothing.
 
     ``optuna_trial.pruner`` is the sweep's resolved pruner config, handed over by the sweeper.
     """
@@ -74,10 +74,13 @@ def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     if not spec or spec.get("number") is None:
         return []
     from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
     pruner = instantiate(spec.pruner) if spec.get("pruner") else None
     trial = attach_trial(spec.storage, spec.study_name, int(spec.number), pruner)
-    callbacks: list[pl.Callback] = [OptunaPruning(trial, cfg.optimized_metric)]
+    callbacks: list[pl.Callback] = []
+    if not OmegaConf.is_list(cfg.optimized_metric):  # Optuna reports and prunes single-objective trials only
+        callbacks.append(OptunaPruning(trial, cfg.optimized_metric))
     if spec.get("share_cores"):
         from rnnlab.sweep.cores import ShareCores
 

@@ -1,0 +1,206 @@
+"""Trials in the stored study: heartbeats, trials lost to an interruption or a kill, telling a job's outcome.
+
+A trial is *lost* when its sweep stopped under it (SIGINT/SIGTERM, recorded by the sweep itself; SIGKILL, found
+by the next sweep on this host because the worker process is gone, or on another host because its heartbeat
+went stale). A lost trial is recorded FAIL with the reason in its ``error`` attribute (``lost``: true), does
+not count toward ``n_trials``, and its parameters are queued again once (``retry_of``: its number). A trial
+that failed on its own is not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import threading
+import warnings
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+
+from rnnlab.errors import first_line
+from rnnlab.sweep.workers import worker_alive, worker_host
+
+log = logging.getLogger(__name__)
+
+ERROR_ATTR = "error"
+LOST_ATTR = "lost"
+RETRY_ATTR = "retry_of"
+
+
+def trial_id(storage: Any, study: Any, number: int) -> int:
+    """The storage id of trial ``number`` (public storage lookups, not ``Trial._trial_id``)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def lost_numbers(trials: list) -> set[int]:
+    """Numbers of the trials lost to an interruption or a kill (marked by rnnlab, or retried by Optuna's rule)."""
+    lost = {t.number for t in trials if t.user_attrs.get(LOST_ATTR)}
+    lost |= {int(t.user_attrs[RETRY_ATTR]) for t in trials if t.user_attrs.get(RETRY_ATTR) is not None}
+    return lost
+
+
+def counted(trials: list) -> list:
+    """The trials that count toward ``n_trials``: started (not WAITING) and not lost."""
+    import optuna
+
+    lost = lost_numbers(trials)
+    return [t for t in trials if t.state != optuna.trial.TrialState.WAITING and t.number not in lost]
+
+
+def fail_lost(study: Any, storage: Any, number: int, reason: str) -> bool:
+    """Record trial ``number`` FAIL as lost (``reason``) and queue its parameters once more (not for a retry).
+
+    False when it had already finished (another process recorded it first)."""
+    import optuna
+
+    tid = trial_id(storage, study, number)
+    try:
+        storage.set_trial_user_attr(tid, ERROR_ATTR, reason)
+        storage.set_trial_user_attr(tid, LOST_ATTR, True)
+        if not storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    requeue(study, storage.get_trial(tid))
+    return True
+
+
+def requeue(study: Any, trial: Any) -> None:
+    """Queue a lost trial's parameters again, once: a lost retry is not retried (a fresh sample takes its place)."""
+    if trial.user_attrs.get(RETRY_ATTR) is not None or not trial.params:
+        return
+    study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
+
+
+def retry_stale(study: Any, trial: Any) -> None:
+    """Optuna's failed-trial callback for trials whose heartbeat went stale (their sweep on another host died)."""
+    requeue(study, trial)
+
+
+def fail_dead_trials(study: Any, storage: Any) -> list[int]:
+    """Fail (and queue again) the RUNNING trials of this host whose sweep process is gone, at once; then the stale
+    ones of other hosts by their heartbeat. Returns the numbers failed here."""
+    import optuna
+
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if worker_host(trial.user_attrs) == host and not worker_alive(trial.user_attrs):
+            reason = f"lost: its sweep process ({trial.user_attrs.get('worker')}) was killed"
+            if fail_lost(study, storage, trial.number, reason):
+                failed.append(trial.number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+class Heartbeats:
+    """Records a heartbeat for every trial this sweep is running, every ``interval`` seconds."""
+
+    def __init__(self, storage: Any, interval: int) -> None:
+        self.storage, self.interval = storage, interval
+        self.trial_ids: set[int] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="optuna-heartbeats", daemon=True)
+        self.thread.start()
+
+    def add(self, tid: int) -> None:
+        self.storage.record_heartbeat(tid)  # at once: a trial without any heartbeat never goes stale
+        with self.lock:
+            self.trial_ids.add(tid)
+
+    def discard(self, tid: int) -> None:
+        with self.lock:
+            self.trial_ids.discard(tid)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            with self.lock:
+                running = list(self.trial_ids)
+            for tid in running:
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception as error:  # a busy database must not kill the sweep; the next beat retries
+                    log.warning(f"heartbeat of trial id {tid} not recorded: {error}")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def objective_values(value: Any, n_objectives: int) -> tuple[list[float] | None, str | None]:
+    """(values, None) for a job's return value, or (None, why it cannot be the objective values)."""
+    many = isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes)))
+    if n_objectives > 1 and not many:
+        return None, f"the job returned {value!r}, not {n_objectives} values (one per direction)"
+    items = list(value) if many else [value]
+    if len(items) != n_objectives:
+        return None, f"the job returned {len(items)} values for {n_objectives} objectives"
+    try:
+        numbers = [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None, f"the job returned {value!r}, not a number"
+    bad = [v for v in numbers if not math.isfinite(v)]
+    if bad:
+        return None, f"the job returned {bad[0]} for the optimised metric"
+    return numbers, None
+
+
+def job_outcome(result: Any) -> tuple[Any, BaseException | None]:
+    """(return value, None) of a completed job, or (None, the exception it raised or failed with)."""
+    if isinstance(result, BaseException):
+        return None, result
+    if isinstance(result, JobReturn):
+        try:
+            value = result.return_value  # re-raises the job's exception
+        except Exception as error:
+            return None, error
+        if result.status == JobStatus.COMPLETED:
+            return value, None
+        return None, RuntimeError(f"job status {result.status}")
+    return result, None
+
+
+def tell(study: Any, trial: Any, result: Any, n_objectives: int) -> tuple[str, list[float] | None, str | None]:
+    """Record a job's outcome in its trial: (state name, values, error reason)."""
+    import optuna
+
+    TrialState = optuna.trial.TrialState
+    value, error = job_outcome(result)
+    if error is None:
+        values, reason = objective_values(value, n_objectives)
+        if values is not None:
+            _tell(study, trial, values=values)
+            return TrialState.COMPLETE.name, values, None
+    elif isinstance(error, optuna.TrialPruned):
+        _tell(study, trial, state=TrialState.PRUNED)
+        return TrialState.PRUNED.name, None, None
+    else:
+        reason = first_line(error)
+    try:
+        trial.set_user_attr(ERROR_ATTR, reason)
+    except optuna.exceptions.UpdateFinishedTrialError:  # recorded lost by an interrupted sweep meanwhile
+        return TrialState.FAIL.name, None, reason
+    _tell(study, trial, state=TrialState.FAIL)
+    log.debug(f"trial {trial.number} FAIL: {reason}", exc_info=error)
+    return TrialState.FAIL.name, None, reason
+
+
+class GridExhausted(Exception):
+    """A grid or brute-force sampler has tried every point (Optuna asks the study to stop)."""
+
+
+def _tell(study: Any, trial: Any, **kwargs: Any) -> None:
+    import optuna
+
+    try:
+        study.tell(trial, skip_if_finished=True, **kwargs)
+    except RuntimeError as error:
+        # GridSampler/BruteForceSampler call study.stop() once every point is tried, which only works inside
+        # optimize(); the trial's state is stored before that (Optuna stores it in a finally).
+        if isinstance(study.sampler, (optuna.samplers.GridSampler, optuna.samplers.BruteForceSampler)):
+            raise GridExhausted(str(error)) from None
+        raise
