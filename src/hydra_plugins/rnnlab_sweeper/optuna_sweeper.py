@@ -11,6 +11,7 @@ Optuna is imported lazily: Hydra imports this module on every run, sweep or not.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -48,6 +49,7 @@ QUIET_LOGGERS = (
     "pytorch_lightning.utilities.rank_zero",
     "lightning_fabric.utilities.seed",
 )
+SAMPLER_PACKAGES = {"CmaEsSampler": ("cmaes",), "GPSampler": ("torch", "scipy")}
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -275,6 +277,12 @@ class RnnlabOptunaSweeper(Sweeper):
         if not self.sampler_conf:
             return None
         target = str(self.sampler_conf.get("_target_", ""))
+        for needed in SAMPLER_PACKAGES.get(target.rsplit(".", 1)[-1], ()):  # Optuna imports them only when sampling
+            if importlib.util.find_spec(needed) is None:
+                raise SweepOptionError(
+                    f"hydra.sweeper.sampler {target!r} cannot be built: it needs the {needed} package "
+                    f"(pip install {needed}); allowed without it: tpe, random, grid, brute_force, nsgaii, qmc"
+                )
         extra = {}
         if target.endswith(GRID_SAMPLERS[0]):
             extra["search_space"] = {key: _grid_values(key, dist) for key, dist in distributions.items()}

@@ -40,7 +40,12 @@ def _compare_hidden_size(*, _root_: DictConfig) -> int:
 
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a bad config ends the command with one line naming it, exit code 1."""
-    from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's reporter
     try:
@@ -52,6 +57,12 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         raise SystemExit(f"error: {not_allowed(group, option, error.options, sort=False)}") from None
     except (CommandError, ConfigCompositionException) as error:
         raise SystemExit(f"error: {error}") from None
+    except OverrideParseException as error:  # a command-line override Hydra cannot parse, e.g. 'x=choice('
+        reason = str(error).strip().splitlines()[0]
+        raise SystemExit(
+            f"error: {error.override!r} is not a valid override: {reason}; allowed: key=value or a sweep such as "
+            "key=choice(a,b) (https://hydra.cc/docs/advanced/override_grammar/basic/)"
+        ) from None
     except InstantiationException as error:  # a constructor rejected a value (the datamodule, the model)
         if isinstance(error.__cause__, ValueError):
             raise SystemExit(f"error: {error.__cause__}") from None

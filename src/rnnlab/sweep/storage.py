@@ -74,7 +74,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             problem = _sqlite_file_problem(parsed.database)
             if problem:
                 raise _refused(url, problem)
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # e.g. a read-only file system, where access() says yes to root
+                raise _refused(url, f"{error.filename} cannot be created ({error.strerror})") from None
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
     for attempt in range(1, STORAGE_INIT_ATTEMPTS + 1):
         try:
