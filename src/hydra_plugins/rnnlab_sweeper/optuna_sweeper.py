@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ class RnnlabOptunaSweeper(Sweeper):
         self._running: dict[int, float] = {}  # numbers of the trials this sweep runs now
         self._stop = threading.Event()  # no more trials: interrupted, grid exhausted
         self._signal: int | None = None
+        self._shield = 0  # > 0 while the main thread is in a section a signal must not cut (``_shielded``)
         self._distributions: dict[str, Any] = {}
 
     def check(self) -> None:
@@ -240,8 +242,11 @@ class RnnlabOptunaSweeper(Sweeper):
         self._distributions = distributions
 
         # 2. The storage and the study (a bad URL, other fixed overrides or directions: one line, nothing written).
-        storage = open_storage(url, self.heartbeat_interval, self.grace_period)
-        storage.failed_trial_callback = trials.retry_stale  # stale trials of other hosts run again, once
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created": the progress lines say it
+        # Stale trials (their sweep on another host died) run again, once.
+        storage = open_storage(url, self.heartbeat_interval, self.grace_period, trials.retry_stale)
         settings = studies.fixed_settings(fixed)
         study, record = studies.open_study(storage, name, directions, settings, metrics, sampler=sampler, pruner=pruner)
         for entry in self.enqueue:
@@ -310,7 +315,7 @@ class RnnlabOptunaSweeper(Sweeper):
     def _run(self, study, storage, n_trials, parallel, per_job, sweep_dir, custom, url, progress) -> list:
         """Run trials in ``parallel`` slots until the study holds ``n_trials``; SIGINT/SIGTERM stop it with the
         running trials recorded as lost (run again by the next sweep)."""
-        heartbeats = trials.Heartbeats(storage, self.heartbeat_interval)
+        heartbeats = self._heartbeats = trials.Heartbeats(storage, self.heartbeat_interval)
         outcomes: list[tuple[int, str, str | None]] = []  # (trial number, state, error) of this run
         context = (study, storage, per_job, sweep_dir, custom, url, heartbeats, progress, n_trials)
 
@@ -366,6 +371,20 @@ class RnnlabOptunaSweeper(Sweeper):
             self._signal = signum
             for sig in EXIT_CODES:  # a second Ctrl-C must not cut the recording short
                 signal.signal(sig, signal.SIG_IGN)
+            if self._shield == 0:  # else raised as the shielded section ends
+                raise _Interrupted()
+
+    @contextmanager
+    def _shielded(self):
+        """In the main thread: a signal waits until the section ends (a trial is asked and marked as this
+        sweep's, or told, as one step), then interrupts."""
+        main = threading.current_thread() is threading.main_thread()
+        self._shield += main
+        try:
+            yield
+        finally:
+            self._shield -= main
+        if main and self._shield == 0 and self._signal is not None:
             raise _Interrupted()
 
     def _record_interrupted(self, study, storage) -> None:
@@ -380,7 +399,9 @@ class RnnlabOptunaSweeper(Sweeper):
         ``n_trials`` counted trials (or too many of this run's trials failed, or the sweep is stopping)."""
         import optuna
 
-        with self._study_lock:  # one ask (and count of started trials) at a time across the slots
+        from rnnlab.sweep.workers import this_worker
+
+        with self._shielded(), self._study_lock:  # one ask (and count) at a time across the slots
             if self._stop.is_set() or self._too_many_failures(outcomes):
                 return None
             trials.fail_dead_trials(study, storage)
@@ -392,23 +413,22 @@ class RnnlabOptunaSweeper(Sweeper):
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = study.ask(self._distributions)
+            self._running[trial.number] = time.monotonic()
+            for key, value in this_worker().items():  # which machine and sweep process: a kill is found by it
+                trial.set_user_attr(key, value)
+            self._heartbeats.add(trials.trial_id(storage, study, trial.number))
             if custom is not None:
                 custom(self.config, trial)
-            self._running[trial.number] = time.monotonic()
             return trial, done + 1
 
     def _run_trial(self, slot: int, trial, position: int, context) -> tuple[int, str, str | None]:
         """Launch one trial as a job of the configured launcher in parallel slot ``slot``; its outcome."""
         from rnnlab.sweep.results import override_value
-        from rnnlab.sweep.workers import this_worker
 
         study, storage, per_job, sweep_dir, custom, url, heartbeats, progress, n_trials = context
         tid = trials.trial_id(storage, study, trial.number)
-        heartbeats.add(tid)
         run_dir = sweep_dir / f"trial_{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
-        for key, value in this_worker().items():  # which machine and sweep process
-            trial.set_user_attr(key, value)
         gpu = self.gpus[slot]
         if gpu is not None:
             trial.set_user_attr("gpu", gpu)  # torch's index among the visible GPUs
@@ -432,7 +452,10 @@ class RnnlabOptunaSweeper(Sweeper):
                 raise _Interrupted() from None
             result = RuntimeError(f"the job exited: {first_line(error)}")
         try:
-            with self._study_lock:  # the slots' tells (and the sampler's after-trial work) one at a time
+            with (
+                self._shielded(),
+                self._study_lock,
+            ):  # the slots' tells (and the sampler's after-trial work) one at a time
                 try:
                     state, values, reason = trials.tell(study, trial, result, len(study.directions))
                 except trials.GridExhausted:  # this trial is recorded; there is no other point to try

@@ -52,8 +52,11 @@ def _sqlite_file_problem(database: str) -> str | None:
     return None
 
 
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
+def open_storage(
+    url: str, heartbeat_interval: int | None = None, grace_period: int | None = None, stale_trial_callback=None
+):
     """An Optuna RDB storage for ``url``; a SQLite file's folder is created and writers wait for locks.
+    ``stale_trial_callback(study, trial)`` is called for each trial failed because its heartbeat went stale.
 
     Raises ``StorageError`` (one line) for a URL that cannot work, without retrying and without creating
     anything: an unknown scheme or driver, a SQLite path under a file or in a read-only place, a file that is
@@ -84,7 +87,11 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
                 return optuna.storages.RDBStorage(
-                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=stale_trial_callback,
                 )
         except (IntegrityError, OperationalError) as error:
             # Processes opening a new storage at once race to create its tables; the loser finds them next time.
