@@ -105,6 +105,7 @@ class RnnlabOptunaSweeper(Sweeper):
         self._signal: int | None = None
         self._shield = 0  # > 0 while the main thread is in a section a signal must not cut (``_shielded``)
         self._distributions: dict[str, Any] = {}
+        self._grid_points: int | None = None  # the points of a grid or brute-force sampler's search space
 
     def check(self) -> None:
         """Raise ``SweepOptionError`` (one line) for a sweeper value that is not allowed."""
@@ -266,7 +267,8 @@ class RnnlabOptunaSweeper(Sweeper):
         # 4. Run.
         parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
         per_job = [*fixed, *device_overrides, *self._app_overrides(parallel, metrics)]
-        n_trials = min(self.n_trials, _grid_size(sampler, distributions) or self.n_trials)
+        self._grid_points = _grid_size(sampler, distributions)
+        n_trials = min(self.n_trials, self._grid_points or self.n_trials)
         done = len(trials.counted(study.get_trials(deepcopy=False)))
         print(f"[sweep] study {name!r} on {safe_url(url)}: {done} of {n_trials} trials done; sweep dir {sweep_dir}")
         progress = Progress(n_trials, parallel, [d == "maximize" for d in directions], metrics)
@@ -289,8 +291,10 @@ class RnnlabOptunaSweeper(Sweeper):
                     f"(pip install {needed}); allowed without it: tpe, random, grid, brute_force, nsgaii, qmc"
                 )
         extra = {}
-        if target.endswith(GRID_SAMPLERS[0]):
-            extra["search_space"] = {key: _grid_values(key, dist) for key, dist in distributions.items()}
+        if target.endswith(GRID_SAMPLERS):  # both need a finite grid: every key a choice() or a range()
+            grid = {key: _grid_values(key, dist, target.rsplit(".", 1)[-1]) for key, dist in distributions.items()}
+            if target.endswith(GRID_SAMPLERS[0]):
+                extra["search_space"] = grid
         try:
             sampler = instantiate(self.sampler_conf, **extra)
             return sampler(**extra) if callable(sampler) and not hasattr(sampler, "sample_relative") else sampler
@@ -507,13 +511,13 @@ class RnnlabOptunaSweeper(Sweeper):
         if plot:
             print(f"Pareto front plotted in {plot}")
         done = len(trials.counted(study.get_trials(deepcopy=False)))
-        if done >= n_trials and not outcomes:
+        if self._grid_points is not None and (done >= self._grid_points or self._stop.is_set()):
+            print(f"[sweep] the sampler has tried every point of its grid ({self._grid_points} points, {done} trials)")
+        elif done >= n_trials and not outcomes:
             print(
                 f"[sweep] study {study.study_name!r} already holds its {done} trials: raise hydra.sweeper.n_trials "
                 f"(e.g. hydra.sweeper.n_trials={n_trials + 10}) to continue it"
             )
-        elif self._stop.is_set() and done < n_trials:
-            print(f"[sweep] the sampler has tried every point of its grid ({done} trials)")
 
     def _too_many_failures(self, outcomes) -> bool:
         failed = sum(state == "FAIL" for _, state, _ in outcomes)
@@ -555,7 +559,7 @@ def _outcome_text(study, number: int, state: str, values, reason) -> str:
     return "done: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values or ()))
 
 
-def _grid_values(key: str, distribution) -> list:
+def _grid_values(key: str, distribution, sampler: str = "GridSampler") -> list:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if isinstance(distribution, CategoricalDistribution):
@@ -565,8 +569,9 @@ def _grid_values(key: str, distribution) -> list:
     if isinstance(distribution, FloatDistribution) and distribution.step is not None:
         count = round((distribution.high - distribution.low) / distribution.step) + 1
         return [distribution.low + i * distribution.step for i in range(count)]
+    name = "grid" if sampler == "GridSampler" else "brute_force"
     raise SweepOptionError(
-        f"hydra/sweeper/sampler=grid cannot search {key}: a grid needs choice(...) or range(...), not an interval"
+        f"hydra/sweeper/sampler={name} cannot search {key}: a grid needs choice(...) or range(...), not an interval"
     )
 
 
