@@ -362,6 +362,7 @@ def planned(
     sweeper = RnnlabOptunaSweeper(
         "sqlite://", "s", "max", 1, 1.0, 10, 30, 5, None, None, {}, trials_per_gpu=trials_per_gpu
     )
+    sweeper.check()
     sweeper.config = OmegaConf.create(
         {
             "trainer": {"accelerator": accelerator},
