@@ -123,6 +123,16 @@ def test_guard_finishes_the_record_as_the_block_ends_and_reraises(tmp_path, erro
     assert (data["status"], data["error"]) == (status, line) and data["ended"] is not None
 
 
+def test_guard_reads_lightnings_exit_after_a_keyboard_interrupt_as_interrupted(tmp_path):
+    record = start(tmp_path / "run")
+    with pytest.raises(SystemExit), record.guard():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what pytorch_lightning's trainer does on Ctrl-C after its graceful shutdown
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
+
+
 def test_guard_completes_a_block_that_ends_normally(tmp_path):
     with start(tmp_path / "run").guard() as record:
         record.update(epoch=1)

@@ -621,6 +621,8 @@ class RunRecord:
         except SystemExit as exit_:
             if exit_.code in (0, None):
                 self.finish("completed")
+            elif _interrupted(exit_):  # Lightning turns Ctrl-C (and so SIGTERM, see below) into sys.exit(1)
+                self.finish("interrupted")
             else:
                 self.finish("failed", error=str(exit_.code))
             raise
@@ -654,6 +656,17 @@ class RunRecord:
     def _start_heartbeat(self) -> None:
         self._thread = threading.Thread(target=self._beat, name=f"rnnlab-heartbeat-{self.id[:8]}", daemon=True)
         self._thread.start()
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether ``error`` was raised while handling a KeyboardInterrupt (its context or cause chain has one)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @contextlib.contextmanager
