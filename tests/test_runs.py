@@ -133,6 +133,16 @@ def test_guard_reads_lightnings_exit_after_a_keyboard_interrupt_as_interrupted(t
     assert read_record(tmp_path / "run")["status"] == "interrupted"
 
 
+def test_guard_reads_lightnings_sigterm_exception_as_interrupted(tmp_path):
+    class SIGTERMException(SystemExit):  # pytorch_lightning.utilities.exceptions', raised by its loops on SIGTERM
+        pass
+
+    record = start(tmp_path / "run")
+    with pytest.raises(SystemExit), record.guard():
+        raise SIGTERMException  # no code: the process would exit 0
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
+
+
 def test_guard_completes_a_block_that_ends_normally(tmp_path):
     with start(tmp_path / "run").guard() as record:
         record.update(epoch=1)

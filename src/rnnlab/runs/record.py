@@ -619,10 +619,10 @@ class RunRecord:
             self.finish("interrupted")
             raise
         except SystemExit as exit_:
-            if exit_.code in (0, None):
-                self.finish("completed")
-            elif _interrupted(exit_):  # Lightning turns Ctrl-C (and so SIGTERM, see below) into sys.exit(1)
+            if _interrupted(exit_):
                 self.finish("interrupted")
+            elif exit_.code in (0, None):
+                self.finish("completed")
             else:
                 self.finish("failed", error=str(exit_.code))
             raise
@@ -659,10 +659,12 @@ class RunRecord:
 
 
 def _interrupted(error: BaseException) -> bool:
-    """Whether ``error`` was raised while handling a KeyboardInterrupt (its context or cause chain has one)."""
+    """Whether a SystemExit stands for an interruption. Lightning's trainer turns Ctrl-C (and so SIGTERM under
+    ``interrupt_on_sigterm``) into ``sys.exit(1)`` raised while handling the KeyboardInterrupt; its own SIGTERM
+    handling raises ``SIGTERMException``, a SystemExit without a code (known by name: no Lightning import)."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
+        if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "SIGTERMException":
             return True
         seen.add(id(error))
         error = error.__cause__ or error.__context__
