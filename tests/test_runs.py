@@ -545,6 +545,19 @@ def test_rerun_prints_the_entry_point_with_the_original_overrides(tmp_path, runs
     assert shlex.split(done.stdout)[2:] == gru["overrides"]
 
 
+@pytest.mark.parametrize(
+    "command, entry",
+    [
+        (["/venv/bin/python3", "src/train.py", "-m", "model=gru"], ["/venv/bin/python3", "src/train.py"]),
+        (["python", "-u", "-X", "dev", "-m", "rnnlab.x", "a=1"], ["python", "-u", "-X", "dev", "-m", "rnnlab.x"]),
+        (["/venv/bin/rnnlab-train", "model=gru"], ["/venv/bin/rnnlab-train"]),
+        ([], []),
+    ],
+)
+def test_the_entry_point_of_a_recorded_command_leaves_out_its_arguments(command, entry):
+    assert runs_cli.entry_command(command) == entry
+
+
 def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo):
     run = make_run(tmp_path, "gru-builtin-h8", "gru", 1, "completed", 0.9, cwd=repo)
     (repo / "train.py").write_text("lr = 0.3\n")

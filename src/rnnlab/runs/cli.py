@@ -383,10 +383,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def entry_command(command: Sequence[str]) -> list[str]:
-    """``[python, *python options, script or -m module]`` of a recorded command, without its arguments."""
+    """``[python, *python options, script or -m module]`` of a recorded command, without its arguments
+    (for a command that is not Python's, such as a console script: the program alone)."""
     if not command:
         return []
     entry, rest = [command[0]], list(command[1:])
+    if not Path(command[0]).name.startswith("python"):
+        return entry
     while rest:
         arg = rest.pop(0)
         entry.append(arg)
