@@ -247,9 +247,8 @@ def test_resume_appends_a_session_and_keeps_the_original_command(tmp_path):
     first = start(tmp_path / "run")
     first.finish("interrupted", epoch=1)
     original = stored(tmp_path / "run")
-    resumed = RunRecord.resume(
-        tmp_path / "run", command=["python", "src/train.py", "ckpt_path=x.ckpt"], overrides=["ckpt_path=x.ckpt"]
-    )
+    command = ["python", "src/train.py", "ckpt_path=x.ckpt"]
+    resumed = RunRecord.resume(tmp_path / "run", command=command, overrides=["ckpt_path=x.ckpt"], cwd=tmp_path)
     assert read_record(tmp_path / "run")["status"] == "running"
     resumed.finish("completed", epoch=3)
     data = stored(tmp_path / "run")
@@ -306,6 +305,16 @@ def test_a_dirty_checkout_saves_its_changes_as_git_patch(tmp_path, repo):
     assert "-lr = 0.1" in patch and "+lr = 0.2" in patch and "untracked, not in this patch: new.py" in patch
     git(repo, "stash", "-q")
     git(repo, "apply", "--check", str(tmp_path / "run" / "git.patch"))  # the patch recreates the change
+
+
+def test_a_resumed_session_records_its_own_checkout(tmp_path, repo):
+    start(tmp_path / "run", cwd=repo).finish("interrupted")
+    (repo / "train.py").write_text("lr = 0.5\n")
+    RunRecord.resume(tmp_path / "run", command=["python"], overrides=[], cwd=repo).finish("completed")
+    data = stored(tmp_path / "run")
+    assert data["git"]["dirty"] is False and data["git"]["patch"] is None  # the original session's
+    assert data["resumes"][0]["git"]["dirty"] is True and data["resumes"][0]["git"]["patch"] == "git.resume1.patch"
+    assert "+lr = 0.5" in (tmp_path / "run" / "git.resume1.patch").read_text()
 
 
 def test_outside_git_or_without_git_the_git_field_is_null(tmp_path, monkeypatch):
@@ -536,9 +545,8 @@ def test_show_and_diff(tmp_path, runs):
 
 def test_rerun_prints_the_entry_point_with_the_original_overrides(tmp_path, runs):
     gru = runs["gru-builtin-h8"]
-    RunRecord.resume(gru["dir"], command=["python", "src/train.py", "ckpt_path=c"], overrides=["ckpt_path=c"]).finish(
-        "completed"
-    )
+    command = ["python", "src/train.py", "ckpt_path=c"]
+    RunRecord.resume(gru["dir"], command=command, overrides=["ckpt_path=c"], cwd=tmp_path).finish("completed")
     done = cli("rerun", gru["id"][:8], cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == ""  # no git recorded: nothing to warn about
     assert done.stdout.strip() == "python src/train.py model=gru seed=1 trainer.max_epochs=2 'tags=[a, b]'"
