@@ -315,6 +315,8 @@ def test_a_resumed_session_records_its_own_checkout(tmp_path, repo):
     assert data["git"]["dirty"] is False and data["git"]["patch"] is None  # the original session's
     assert data["resumes"][0]["git"]["dirty"] is True and data["resumes"][0]["git"]["patch"] == "git.resume1.patch"
     assert "+lr = 0.5" in (tmp_path / "run" / "git.resume1.patch").read_text()
+    shown = cli("show", str(tmp_path / "run"), cwd=tmp_path).stdout
+    assert f"(git {git(repo, 'rev-parse', 'HEAD')[:12]} dirty)" in shown.splitlines()[-1]
 
 
 def test_outside_git_or_without_git_the_git_field_is_null(tmp_path, monkeypatch):
