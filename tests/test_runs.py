@@ -568,8 +568,10 @@ def test_the_entry_point_of_a_recorded_command_leaves_out_its_arguments(command,
     assert runs_cli.entry_command(command) == entry
 
 
-def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo):
+def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo, monkeypatch):
+    monkeypatch.chdir(repo)  # the run's command is typed in the checkout, where rerun compares the state
     run = make_run(tmp_path, "gru-builtin-h8", "gru", 1, "completed", 0.9, cwd=repo)
+    assert cli("rerun", run["id"][:8], cwd=tmp_path).stderr == ""  # same commit, clean: nothing to say
     (repo / "train.py").write_text("lr = 0.3\n")
     done = cli("rerun", run["id"][:8], cwd=tmp_path)
     (warning,) = done.stderr.strip().splitlines()
