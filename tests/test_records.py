@@ -8,12 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import TINY, read_hparams, read_scalars, read_session_status, run_cli, start_cli
+from helpers import ROOT, TINY, cli_env, read_hparams, read_scalars, read_session_status, run_cli, start_cli
 from rnnlab.runs.record import read_record
 
 pytestmark = pytest.mark.slow
@@ -234,3 +237,56 @@ def test_eval_and_generate_outputs_carry_records(tmp_path, data_dir):
     assert evaluated["kind"] == "eval" and evaluated["status"] == "completed" and "test/mse" in evaluated["metrics"]
     assert generated["kind"] == "generate" and "generate/mse" in generated["metrics"]
     assert evaluated["name"] == "gru-builtin-h8-eval" and evaluated["task"] == "sine"
+
+
+def test_rnnlab_runs_lists_and_reruns_a_real_run_exactly(tmp_path, data_dir):
+    args = ["model=gru", *TWO_EPOCHS, "seed=3", f"paths.data_dir={data_dir}"]
+    assert run_cli("train.py", *args, root=tmp_path).returncode == 0
+    (first,) = run_dirs(tmp_path)
+    record = read_record(first)
+    env = cli_env(tmp_path)
+
+    def runs(*words: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "rnnlab.runs", *words]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    listed = runs("--json")
+    assert listed.returncode == 0 and [r["id"] for r in json.loads(listed.stdout)] == [record["id"]]
+    printed = runs("rerun", record["id"][:6]).stdout.strip()
+    assert printed.endswith(" ".join(args))
+    rerun = runs("rerun", record["id"][:6], "--exec")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    second = next(d for d in run_dirs(tmp_path) if d != first)
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (first, second)]
+    for config in configs:  # where the run's files went is the only difference
+        config.pop("paths")
+        config["trainer"].pop("default_root_dir", None)
+        config["logger"]["tensorboard"].pop("save_dir")
+        for callback in config["callbacks"].values():
+            if callback and "dirpath" in callback:
+                callback.pop("dirpath")
+    assert configs[0] == configs[1]
+
+    def params(run_dir: Path) -> dict:
+        return {k: v for k, v in read_record(run_dir)["params"].items() if k != "trainer.default_root_dir"}
+
+    assert params(first) == params(second)
+
+
+def test_sweep_trials_carry_records_naming_their_sweep(tmp_path, data_dir):
+    result = run_cli(
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        *TWO_EPOCHS,
+        f"paths.data_dir={data_dir}",
+        root=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / "mnist1d-lstm"
+    records = sorted((read_record(d) for d in sweep_dir.glob("trial_*")), key=lambda r: r["parent"]["trial"])
+    assert [r["parent"] for r in records] == [
+        {"kind": "sweep", "dir": str(sweep_dir), "study": "mnist1d-lstm", "trial": number} for number in (0, 1)
+    ]
+    assert all(r["status"] == "completed" and "val/acc_best" in r["metrics"] for r in records)
