@@ -26,6 +26,7 @@ from rnnlab.app.records import (
 )
 from rnnlab.app.rundirs import RUN_CONFIG, forget_reserved
 from rnnlab.app.validate import validate
+from rnnlab.console import say
 from rnnlab.errors import ConfigError, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
 from rnnlab.models.modules import all_declared_metrics
@@ -116,8 +117,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
                 for log_dir in tensorboard_dirs(trainer):
                     write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
             if status == "interrupted":
-                print(
-                    f"[rnnlab] interrupted after {record.data['epoch'] or 0} epochs; continue with: "
+                say(
+                    f"interrupted after {record.data['epoch'] or 0} epochs; continue with: "
                     f"python src/train.py ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
                 )
         if isinstance(error, SystemExit) and not error.code:  # Lightning's SIGTERMException exits with 0
@@ -128,7 +129,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         for log_dir in tensorboard_dirs(trainer):
             write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
             drop_empty_hparams_file(log_dir)
-        print(summary_line(cfg, model, metrics, run_dir))
+        say(summary_line(cfg, model, metrics, run_dir))
     # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
     # abort the finished process ("terminate called without an active exception", exit code -6).
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -183,7 +184,7 @@ def drop_empty_hparams_file(log_dir: str) -> None:
 
 def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, float], run_dir: Path) -> str:
     shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.endswith("_best") or k.startswith("test/"))
-    return f"[rnnlab] {cfg.run_name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
+    return f"{cfg.run_name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:
