@@ -123,6 +123,26 @@ def test_guard_finishes_the_record_as_the_block_ends_and_reraises(tmp_path, erro
     assert (data["status"], data["error"]) == (status, line) and data["ended"] is not None
 
 
+def test_guard_reads_lightnings_exit_after_a_keyboard_interrupt_as_interrupted(tmp_path):
+    record = start(tmp_path / "run")
+    with pytest.raises(SystemExit), record.guard():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what pytorch_lightning's trainer does on Ctrl-C after its graceful shutdown
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
+
+
+def test_guard_reads_lightnings_sigterm_exception_as_interrupted(tmp_path):
+    class SIGTERMException(SystemExit):  # pytorch_lightning.utilities.exceptions', raised by its loops on SIGTERM
+        pass
+
+    record = start(tmp_path / "run")
+    with pytest.raises(SystemExit), record.guard():
+        raise SIGTERMException  # no code: the process would exit 0
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
+
+
 def test_guard_completes_a_block_that_ends_normally(tmp_path):
     with start(tmp_path / "run").guard() as record:
         record.update(epoch=1)
@@ -227,9 +247,8 @@ def test_resume_appends_a_session_and_keeps_the_original_command(tmp_path):
     first = start(tmp_path / "run")
     first.finish("interrupted", epoch=1)
     original = stored(tmp_path / "run")
-    resumed = RunRecord.resume(
-        tmp_path / "run", command=["python", "src/train.py", "ckpt_path=x.ckpt"], overrides=["ckpt_path=x.ckpt"]
-    )
+    command = ["python", "src/train.py", "ckpt_path=x.ckpt"]
+    resumed = RunRecord.resume(tmp_path / "run", command=command, overrides=["ckpt_path=x.ckpt"], cwd=tmp_path)
     assert read_record(tmp_path / "run")["status"] == "running"
     resumed.finish("completed", epoch=3)
     data = stored(tmp_path / "run")
@@ -286,6 +305,18 @@ def test_a_dirty_checkout_saves_its_changes_as_git_patch(tmp_path, repo):
     assert "-lr = 0.1" in patch and "+lr = 0.2" in patch and "untracked, not in this patch: new.py" in patch
     git(repo, "stash", "-q")
     git(repo, "apply", "--check", str(tmp_path / "run" / "git.patch"))  # the patch recreates the change
+
+
+def test_a_resumed_session_records_its_own_checkout(tmp_path, repo):
+    start(tmp_path / "run", cwd=repo).finish("interrupted")
+    (repo / "train.py").write_text("lr = 0.5\n")
+    RunRecord.resume(tmp_path / "run", command=["python"], overrides=[], cwd=repo).finish("completed")
+    data = stored(tmp_path / "run")
+    assert data["git"]["dirty"] is False and data["git"]["patch"] is None  # the original session's
+    assert data["resumes"][0]["git"]["dirty"] is True and data["resumes"][0]["git"]["patch"] == "git.resume1.patch"
+    assert "+lr = 0.5" in (tmp_path / "run" / "git.resume1.patch").read_text()
+    shown = cli("show", str(tmp_path / "run"), cwd=tmp_path).stdout
+    assert f"(git {git(repo, 'rev-parse', 'HEAD')[:12]} dirty)" in shown.splitlines()[-1]
 
 
 def test_outside_git_or_without_git_the_git_field_is_null(tmp_path, monkeypatch):
@@ -516,17 +547,31 @@ def test_show_and_diff(tmp_path, runs):
 
 def test_rerun_prints_the_entry_point_with_the_original_overrides(tmp_path, runs):
     gru = runs["gru-builtin-h8"]
-    RunRecord.resume(gru["dir"], command=["python", "src/train.py", "ckpt_path=c"], overrides=["ckpt_path=c"]).finish(
-        "completed"
-    )
+    command = ["python", "src/train.py", "ckpt_path=c"]
+    RunRecord.resume(gru["dir"], command=command, overrides=["ckpt_path=c"], cwd=tmp_path).finish("completed")
     done = cli("rerun", gru["id"][:8], cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == ""  # no git recorded: nothing to warn about
     assert done.stdout.strip() == "python src/train.py model=gru seed=1 trainer.max_epochs=2 'tags=[a, b]'"
     assert shlex.split(done.stdout)[2:] == gru["overrides"]
 
 
-def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo):
+@pytest.mark.parametrize(
+    "command, entry",
+    [
+        (["/venv/bin/python3", "src/train.py", "-m", "model=gru"], ["/venv/bin/python3", "src/train.py"]),
+        (["python", "-u", "-X", "dev", "-m", "rnnlab.x", "a=1"], ["python", "-u", "-X", "dev", "-m", "rnnlab.x"]),
+        (["/venv/bin/rnnlab-train", "model=gru"], ["/venv/bin/rnnlab-train"]),
+        ([], []),
+    ],
+)
+def test_the_entry_point_of_a_recorded_command_leaves_out_its_arguments(command, entry):
+    assert runs_cli.entry_command(command) == entry
+
+
+def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo, monkeypatch):
+    monkeypatch.chdir(repo)  # the run's command is typed in the checkout, where rerun compares the state
     run = make_run(tmp_path, "gru-builtin-h8", "gru", 1, "completed", 0.9, cwd=repo)
+    assert cli("rerun", run["id"][:8], cwd=tmp_path).stderr == ""  # same commit, clean: nothing to say
     (repo / "train.py").write_text("lr = 0.3\n")
     done = cli("rerun", run["id"][:8], cwd=tmp_path)
     (warning,) = done.stderr.strip().splitlines()
@@ -655,6 +700,7 @@ def test_the_package_stays_a_light_leaf():
     assert not [m for m in modules if m.split(".")[0] in heavy]
     assert [m for m in modules if m.startswith("rnnlab")] == [
         "rnnlab",
+        "rnnlab.errors",  # the one-line error helpers, a leaf
         "rnnlab.runs",
         "rnnlab.runs.cli",
         "rnnlab.runs.query",

@@ -180,8 +180,11 @@ def test_label_smoothing_is_refused_for_regression(make_cfg):
 
 def test_missing_optimized_metric_names_the_logged_ones(make_cfg):
     cfg = make_cfg("optimized_metric=val/f1", "callbacks.model_checkpoint.monitor=val/acc", "test=false")
-    with pytest.raises(ValueError, match=r"optimized_metric='val/f1' was not logged; logged: .*val/acc_best"):
+    # Refused before training, naming the metrics the model logs at every validation.
+    with pytest.raises(ValueError, match=r"optimized_metric='val/f1' is not allowed; allowed: .*val/acc_best"):
         optimized_value(cfg, train(cfg))
+    with pytest.raises(ValueError, match=r"optimized_metric='val/f1' was not logged; logged: .*val/acc_best"):
+        optimized_value(cfg, {"val/acc_best": 0.5})
 
 
 class CrashAtEpoch(pl.Callback):
@@ -226,12 +229,22 @@ def test_resumed_run_matches_uninterrupted_run(make_cfg):
 
 
 def test_resume_refuses_to_change_the_model(make_cfg):
-    cfg = make_cfg("model=gru", "test=false")
+    cfg = make_cfg("model=gru", "test=false", "~model/scheduler")  # a constant lr: the run can be extended
     train(cfg)
     ckpt = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match="'model=lstm' cannot change on resume"):
         resume_config(ckpt, ["model=lstm"])
     assert resume_config(ckpt, ["trainer.max_epochs=3"]).trainer.max_epochs == 3
+
+
+def test_resume_refuses_to_change_a_one_cycle_schedule(make_cfg):
+    cfg = make_cfg("model=gru", "test=false")
+    train(cfg)
+    ckpt = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    with pytest.raises(
+        ValueError, match=r"trainer.max_epochs=3 \(the run has 1\) cannot change on resume of a one-cycle"
+    ):
+        resume_config(ckpt, ["trainer.max_epochs=3"])
 
 
 def test_eval_reproduces_the_test_metrics_of_the_run(make_cfg, tmp_path, data_dir):

@@ -62,8 +62,9 @@ class SweepOptionError(CommandError, ValueError):
     """A ``hydra.sweeper.*`` value that is not allowed (one line)."""
 
 
-class _Interrupted(BaseException):
-    """SIGINT/SIGTERM reached the sweep (raised where its main thread is)."""
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM reached the sweep (raised where its main thread is; a trial's run record says
+    "interrupted")."""
 
 
 class RnnlabOptunaSweeper(Sweeper):

@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rnnlab.errors import first_line
+
 try:
     import fcntl
 except ImportError:  # not on POSIX: in-process locking only
@@ -62,13 +64,6 @@ def parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except (TypeError, ValueError):
         return None
-
-
-def error_line(error: BaseException) -> str:
-    """``Type: first non-empty line of the message``: what a traceback's last line shows, in one line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    name = type(error).__name__
-    return (f"{name}: {lines[0]}" if lines else name)[:500]
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -281,7 +276,7 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
             "name": os.path.basename(run_dir),
             "dir": run_dir,
             "status": "unreadable",
-            "error": f"{RECORD_FILE}: {error_line(error)}",
+            "error": f"{RECORD_FILE}: {first_line(error)[:500]}",
             "params": {},
             "metrics": {},
             "tags": [],
@@ -396,6 +391,17 @@ def _parent(parent: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _git_with_patch(cwd: Path, run_dir: Path, patch_name: str) -> dict[str, Any] | None:
+    """``git_state`` plus ``patch``: the file in ``run_dir`` holding a dirty checkout's changes, else None."""
+    git = git_state(cwd)
+    if git is not None:
+        git["patch"] = None
+        if git["dirty"]:
+            (run_dir / patch_name).write_text(git_patch(cwd), encoding="utf-8")
+            git["patch"] = patch_name
+    return git
+
+
 class RunRecord:
     """The live record of a run this process executes: ``start`` (or ``resume``), ``update``, ``finish``.
 
@@ -448,12 +454,7 @@ class RunRecord:
         run_dir.mkdir(parents=True, exist_ok=True)
         typed_in = os.getcwd()  # where the command was typed: `rnnlab runs rerun --exec` runs it there again
         cwd = Path(cwd or typed_in).absolute()
-        git = git_state(cwd)
-        if git is not None:
-            git["patch"] = None
-            if git["dirty"]:
-                (run_dir / PATCH_FILE).write_text(git_patch(cwd), encoding="utf-8")
-                git["patch"] = PATCH_FILE
+        git = _git_with_patch(cwd, run_dir, PATCH_FILE)
         env = environment()
         started = now_iso()
         data = {
@@ -501,10 +502,12 @@ class RunRecord:
         command: Iterable[str],
         overrides: Iterable[str],
         heartbeat_interval: float = 30.0,
+        cwd: str | Path | None = None,
     ) -> RunRecord:
         """Continue the record of an earlier run in ``run_dir``: a new ``resumes`` entry, status running.
 
-        The original ``command``, ``overrides`` and ``started`` are kept (they recreate the run).
+        The original ``command``, ``overrides``, ``started`` and ``git`` are kept (they recreate the run); the
+        entry has this session's own ``git`` (its changes in ``git.resume<n>.patch`` when dirty).
         """
         run_dir = Path(run_dir).absolute()
         if not (run_dir / RECORD_FILE).is_file():
@@ -513,7 +516,9 @@ class RunRecord:
             data = _load(run_dir)
         env = environment()
         started = now_iso()
-        data.setdefault("resumes", []).append(
+        session = len(data.setdefault("resumes", [])) + 1
+        git = _git_with_patch(Path(cwd or os.getcwd()).absolute(), run_dir, f"git.resume{session}.patch")
+        data["resumes"].append(
             {
                 "command": [str(arg) for arg in command],
                 "overrides": [str(arg) for arg in overrides],
@@ -523,6 +528,7 @@ class RunRecord:
                 "error": None,
                 "pid": env["pid"],
                 "host": env["host"],
+                "git": git,
             }
         )
         data.update(
@@ -619,13 +625,15 @@ class RunRecord:
             self.finish("interrupted")
             raise
         except SystemExit as exit_:
-            if exit_.code in (0, None):
+            if _interrupted(exit_):
+                self.finish("interrupted")
+            elif exit_.code in (0, None):
                 self.finish("completed")
             else:
                 self.finish("failed", error=str(exit_.code))
             raise
         except BaseException as error:
-            self.finish("failed", error=error_line(error))
+            self.finish("failed", error=first_line(error)[:500])
             raise
         else:
             self.finish("completed")
@@ -654,6 +662,19 @@ class RunRecord:
     def _start_heartbeat(self) -> None:
         self._thread = threading.Thread(target=self._beat, name=f"rnnlab-heartbeat-{self.id[:8]}", daemon=True)
         self._thread.start()
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether a SystemExit stands for an interruption. Lightning's trainer turns Ctrl-C (and so SIGTERM under
+    ``interrupt_on_sigterm``) into ``sys.exit(1)`` raised while handling the KeyboardInterrupt; its own SIGTERM
+    handling raises ``SIGTERMException``, a SystemExit without a code (known by name: no Lightning import)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "SIGTERMException":
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @contextlib.contextmanager
