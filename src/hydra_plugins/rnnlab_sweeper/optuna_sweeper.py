@@ -471,6 +471,8 @@ class RnnlabOptunaSweeper(Sweeper):
                 remaining = max(0, n_trials - len(trials.counted(study.get_trials(deepcopy=False))))
         finally:
             heartbeats.discard(tid)
+        if state == "FAIL":
+            _keep_traceback(run_dir, result)
         progress.end(trial.number, _outcome_text(study, trial.number, state, values, reason), values, remaining)
         return trial.number, state, reason
 
@@ -547,6 +549,16 @@ def _one_line(action):
         return action()
     except CommandError as error:
         raise SystemExit(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+
+def _keep_traceback(run_dir: Path, result: Any) -> None:
+    """A failed trial's traceback in ``<trial dir>/traceback.txt`` (the console shows its first line)."""
+    import traceback
+
+    _, error = trials.job_outcome(result)
+    if error is not None and error.__traceback__ is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(error)))
 
 
 def _outcome_text(study, number: int, state: str, values, reason) -> str:
