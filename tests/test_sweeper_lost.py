@@ -166,3 +166,29 @@ def test_trials_of_other_hosts_keep_the_heartbeat_rule(tmp_path):
     states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert study.trials[2].user_attrs["retry_of"] == stale.number
+
+
+def test_sigterm_stops_a_parallel_sweep_at_once_with_every_running_trial_lost(tmp_path):
+    args = ["-m", "hydra/launcher=joblib", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4"]
+    process = start_app(SPHERE, *args, cwd=tmp_path, SPHERE_PAUSE="60")
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.db"
+
+    def both_running() -> bool:
+        try:
+            trials = optuna.load_study(study_name="sphere", storage=storage).trials
+        except Exception:
+            return False
+        return sum(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in trials) == 2
+
+    try:
+        wait_for(both_running, process)
+        time.sleep(1)  # the joblib workers are in the trials
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=40)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and time.monotonic() - started < 20, err[-3000:]  # not the trials' 60 s
+    trials = by_number(storage, "sphere")
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert {t.user_attrs["retry_of"] for t in trials[2:]} == {0, 1}
