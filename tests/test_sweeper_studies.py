@@ -123,9 +123,10 @@ def test_optuna_samplers_as_config_groups(tmp_path, sampler):
     assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def test_a_custom_search_space_as_published(tmp_path):
-    result = run_app(SPHERE, "-m", "hydra.sweeper.custom_search_space=space.configure", "hydra.sweeper.n_trials=2",
-                     cwd=tmp_path)  # fmt: skip
+@pytest.mark.parametrize("plus", ["", "+"])
+def test_a_custom_search_space_as_published(tmp_path, plus):
+    result = run_app(SPHERE, "-m", f"{plus}hydra.sweeper.custom_search_space=space.configure",
+                     "hydra.sweeper.n_trials=2", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for trial in trials_of(f"sqlite:///{tmp_path}/multirun/optuna.db", "sphere"):
         assert set(trial.params) == {"x", "y", "z", "+w"} and abs(trial.params["z"] - trial.params["x"]) <= 0.5

@@ -147,13 +147,20 @@ def custom_search_space(dotpath: str | None) -> Callable[[DictConfig, Any], None
     """The ``custom_search_space`` callable ``(cfg, trial) -> None`` (as published), or None."""
     if not dotpath:
         return None
-    from hydra.utils import get_method
+    import importlib
 
+    module_name, _, name = dotpath.rpartition(".")
     try:
-        return get_method(dotpath)
-    except Exception as error:  # Hydra wraps import errors of every kind
-        reason = str(error).strip().splitlines()[0]
-        raise SearchSpaceError(
-            f"hydra.sweeper.custom_search_space={dotpath!r} is not allowed: {reason}; allowed: the dotted path of "
-            "a function (cfg, trial) -> None, e.g. my_module.configure"
-        ) from None
+        function = getattr(importlib.import_module(module_name), name) if module_name else None
+    except ImportError as error:
+        reason = f"{type(error).__name__}: {error}"
+    except AttributeError:
+        reason = f"module {module_name!r} has no {name!r}"
+    else:
+        if callable(function):
+            return function
+        reason = "not a module.function path" if function is None else f"{name!r} is not a function"
+    raise SearchSpaceError(
+        f"hydra.sweeper.custom_search_space={dotpath!r} is not allowed: {reason}; allowed: the dotted path of a "
+        "function (cfg, trial) -> None, e.g. my_module.configure"
+    )
