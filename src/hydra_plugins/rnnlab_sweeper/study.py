@@ -115,11 +115,12 @@ def open_study(storage: Any, name: str, directions: list[str], fixed: dict[str, 
             "hydra.sweeper.study_name for other objectives"
         )
     deadline = time.monotonic() + ATTR_WAIT_S
-    while (record := study.user_attrs.get(STUDY_ATTR)) is None and time.monotonic() < deadline and study.trials:
+    while (record := study.user_attrs.get(STUDY_ATTR)) is None and time.monotonic() < deadline:
         time.sleep(0.2)  # its creator records it right after creating it
     if record is None:  # a study started elsewhere (by hand, another sweeper, an older rnnlab): adopt it
-        record = {"uid": uuid.uuid4().hex, "fixed": fixed, "metrics": metrics}
-        study.set_user_attr(STUDY_ATTR, record)
+        study.set_user_attr(STUDY_ATTR, {"uid": uuid.uuid4().hex, "fixed": fixed, "metrics": metrics})
+        time.sleep(0.2)
+        record = study.user_attrs[STUDY_ATTR]  # the last of several adopting processes wins, for all of them
     changed = differences(record.get("fixed", {}), fixed)
     if changed:
         raise StudyError(
