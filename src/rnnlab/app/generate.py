@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from rnnlab.app.build import VOCABULARY, load_run, set_threads
-from rnnlab.app.rundirs import run_dir_of_checkpoint
+from rnnlab.app.build import load_run, set_threads
+from rnnlab.app.rundirs import VOCABULARY, run_dir_of_checkpoint
 from rnnlab.models import RecurrentModel
 
 
@@ -25,7 +25,7 @@ def generate_from_checkpoint(cfg: DictConfig) -> str | float:
     datamodule, model, _ = load_run(cfg.ckpt, cfg.paths.output_dir)
     checkpoint = torch.load(cfg.ckpt, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
-    check_generative(model)
+    check_generative(model.task, model.hparams.bidirectional)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model.task.kind == "language_model":

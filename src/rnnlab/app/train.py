@@ -11,9 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
-from rnnlab.app.build import VOCABULARY, build, set_threads
+from rnnlab.app.build import build, set_threads
 from rnnlab.app.launch import check_launch
-from rnnlab.app.rundirs import RUN_CONFIG
+from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY
 from rnnlab.app.validate import validate
 from rnnlab.errors import metric_not_logged
 from rnnlab.models import RecurrentModel
