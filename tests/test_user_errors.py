@@ -40,13 +40,13 @@ BAD_TRAINING_VALUES = [
     (["model.optimizer.lr=inf"], ["model.optimizer.lr=inf", "must be a finite number"]),
     (["model.optimizer.lr=nan"], ["model.optimizer.lr=nan", "must be a finite number"]),
     (["model.optimizer.lr=-inf"], ["model.optimizer.lr=-inf", "must be a finite number"]),
-    (["threads=0"], ["threads=0", "must be >= 1"]),
-    (["threads=-2"], ["threads=-2", "must be >= 1"]),
-    (["threads=abc"], ["threads='abc'", "must be an integer"]),
-    (["seed=-1"], ["seed=-1", "must be >= 0"]),
-    (["seed=abc"], ["seed='abc'", "must be an integer"]),
-    (["seed=1.5"], ["seed=1.5", "must be an integer"]),
-    (["seed=4294967296"], ["seed=4294967296", "must be < 4294967296"]),
+    (["threads=0"], ["threads=0", "must be an integer >= 1, or null"]),
+    (["threads=-2"], ["threads=-2", "must be an integer >= 1, or null"]),
+    (["threads=abc"], ["threads='abc'", "must be an integer >= 1"]),
+    (["seed=-1"], ["seed=-1", "must be an integer in 0..4294967295"]),
+    (["seed=abc"], ["seed='abc'", "must be an integer in 0..4294967295"]),
+    (["seed=1.5"], ["seed=1.5", "must be an integer in 0..4294967295"]),
+    (["seed=4294967296"], ["seed=4294967296", "must be an integer in 0..4294967295"]),
     (["data=sine", "data.seq_len=-1"], ["data.seq_len=-1", "must be an integer >= 2"]),
     (["data=text_char", "data.vocab_size=1"], ["data.vocab_size=1", "must be an integer >= 2"]),
     (["data=text_char", "data.path=/bin/ls"], ["data.path='/bin/ls'", "UTF-8 text"]),
@@ -203,3 +203,19 @@ def test_generating_from_a_classifier_of_an_older_rnnlab_is_refused(tmp_path):
     ckpt = tmp_path / "logs" / "mnist1d" / "checkpoints" / "last.ckpt"
     result = run_cli("generate.py", f"ckpt={ckpt}", root=tmp_path)
     assert_refused(result, tmp_path, before, f"ckpt='{ckpt}'", "classification", "cannot generate")
+
+
+@pytest.mark.parametrize(
+    "argument, needles",
+    [
+        ("length=1000000000", ["seed_len + length = 100 + 1000000000", "give length <= 19900"]),
+        ("seed_len=0", ["seed_len=0", "must be >= 1"]),
+        ("split=training", ["split='training' is not allowed; allowed: test, train, val"]),
+    ],
+)
+def test_a_bad_series_generation_argument_is_refused(tmp_path, argument, needles):
+    shutil.copytree(ROOT / "tests" / "fixtures" / "legacy_runs", tmp_path / "logs")
+    before = tree(tmp_path)
+    ckpt = tmp_path / "logs" / "sine" / "checkpoints" / "last.ckpt"
+    result = run_cli("generate.py", f"ckpt={ckpt}", argument, root=tmp_path)
+    assert_refused(result, tmp_path, before, *needles)

@@ -31,9 +31,17 @@ TEST_CHECKPOINTS = ("best", "last")  # what train.py tests after fitting (conf/t
 def check_common(cfg: DictConfig) -> None:
     """``seed`` and ``threads``, which every command has."""
     if "seed" in cfg:
-        check_number("seed", cfg.seed, integer=True, low=0, low_inclusive=True, high=SEEDS)
+        try:
+            check_number("seed", cfg.seed, integer=True, low=0, low_inclusive=True, high=SEEDS)
+        except ConfigError:
+            raise ConfigError(f"seed={cfg.seed!r} is not allowed; must be an integer in 0..{SEEDS - 1}") from None
     if cfg.get("threads") is not None:
-        check_number("threads", cfg.threads, integer=True, low=1, low_inclusive=True)
+        try:
+            check_number("threads", cfg.threads, integer=True, low=1, low_inclusive=True)
+        except ConfigError:
+            raise ConfigError(
+                f"threads={cfg.threads!r} is not allowed; must be an integer >= 1, or null for every core"
+            ) from None
 
 
 def validate(cfg: DictConfig) -> None:
@@ -146,10 +154,15 @@ def validate_generate(cfg: DictConfig) -> None:
     else:  # a series, continued from a split's first seed_len points
         check_one_of("split", cfg.split, SPLITS)
         check_number("seed_len", cfg.seed_len, integer=True, low=1, low_inclusive=True)
-    checkpoint, _ = check_checkpoint("ckpt", cfg.ckpt)
+    checkpoint, run_cfg = check_checkpoint("ckpt", cfg.ckpt)
     check_generative_checkpoint(cfg.ckpt, checkpoint)
     if text:
         check_prompt(cfg.prompt, load_vocabulary(vocabulary_file))
+    elif isinstance(run_cfg.data.get("series_len"), int) and cfg.seed_len + cfg.length > run_cfg.data.series_len:
+        raise ConfigError(
+            f"seed_len + length = {cfg.seed_len} + {cfg.length} is more than the run's {run_cfg.data.series_len}-point "
+            f"series (data.series_len); give length <= {max(run_cfg.data.series_len - cfg.seed_len, 0)}"
+        )
 
 
 def check_generative_checkpoint(ckpt: str, checkpoint: dict) -> None:
