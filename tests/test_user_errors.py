@@ -47,6 +47,8 @@ BAD_TRAINING_VALUES = [
     (["seed=abc"], ["seed='abc'", "must be an integer in 0..4294967295"]),
     (["seed=1.5"], ["seed=1.5", "must be an integer in 0..4294967295"]),
     (["seed=4294967296"], ["seed=4294967296", "must be an integer in 0..4294967295"]),
+    (["seed=1" + "0" * 400], ["seed=1000", "must be an integer in 0..4294967295"]),
+    (["model.hidden_size=1e400"], ["model.hidden_size=inf", "must be an integer"]),
     (["data=sine", "data.seq_len=-1"], ["data.seq_len=-1", "must be an integer >= 2"]),
     (["data=text_char", "data.vocab_size=1"], ["data.vocab_size=1", "must be an integer >= 2"]),
     (["data=text_char", "data.path=/bin/ls"], ["data.path='/bin/ls'", "UTF-8 text"]),
@@ -55,7 +57,9 @@ BAD_TRAINING_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("overrides, needles", BAD_TRAINING_VALUES, ids=[" ".join(o) for o, _ in BAD_TRAINING_VALUES])
+@pytest.mark.parametrize(
+    "overrides, needles", BAD_TRAINING_VALUES, ids=[" ".join(o)[:40] for o, _ in BAD_TRAINING_VALUES]
+)
 def test_a_bad_training_value_is_one_line_and_writes_nothing(tmp_path, overrides, needles):
     result = run_cli("train.py", *TINY, *overrides, root=tmp_path)
     assert_refused(result, tmp_path, {}, *needles)
@@ -64,6 +68,11 @@ def test_a_bad_training_value_is_one_line_and_writes_nothing(tmp_path, overrides
 def test_a_comparison_of_zero_seeds_is_refused(tmp_path):
     result = run_cli("train.py", "-m", "experiment=compare_cells", "compare.seeds=0", *TINY, root=tmp_path)
     assert_refused(result, tmp_path, {}, "compare.seeds=0", "must be >= 1")
+
+
+def test_a_multirun_with_a_bad_shared_value_is_refused_before_any_job(tmp_path):
+    result = run_cli("train.py", "-m", "model=gru,lstm", *TINY, "threads=0", root=tmp_path)
+    assert_refused(result, tmp_path, {}, "threads=0", "must be an integer >= 1")
 
 
 @pytest.mark.parametrize("script, key", [("eval.py", "ckpt_path"), ("generate.py", "ckpt")])

@@ -48,7 +48,7 @@ def check_number(
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{key}={value!r} is not allowed; must be {kind}")
-    if not math.isfinite(value):  # inf trains to NaN, NaN fails inside torch
+    if isinstance(value, float) and not math.isfinite(value):  # inf trains to NaN, NaN fails inside torch
         raise ConfigError(f"{key}={value!r} is not allowed; must be a finite number")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         raise ConfigError(f"{key}={value!r} is not allowed; must be {'>=' if low_inclusive else '>'} {low}")

@@ -22,7 +22,6 @@ from rnnlab.errors import ConfigError, check_number, check_one_of, first_line
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 SEEDS = 2**32  # numpy's seeds (seed_everything seeds numpy too): 0 .. 2**32 - 1
-SPLITS = ("train", "val", "test")  # generate.py's split (series runs)
 
 
 TEST_CHECKPOINTS = ("best", "last")  # what train.py tests after fitting (conf/train.yaml test_ckpt)
@@ -152,13 +151,16 @@ def validate_generate(cfg: DictConfig) -> None:
         if not isinstance(cfg.prompt, str) or not cfg.prompt:
             raise ConfigError(f"prompt={cfg.prompt!r} is not allowed; give some text to start from, e.g. prompt='The '")
     else:  # a series, continued from a split's first seed_len points
-        check_one_of("split", cfg.split, SPLITS)
         check_number("seed_len", cfg.seed_len, integer=True, low=1, low_inclusive=True)
     checkpoint, run_cfg = check_checkpoint("ckpt", cfg.ckpt)
     check_generative_checkpoint(cfg.ckpt, checkpoint)
     if text:
         check_prompt(cfg.prompt, load_vocabulary(vocabulary_file))
-    elif isinstance(run_cfg.data.get("series_len"), int) and cfg.seed_len + cfg.length > run_cfg.data.series_len:
+        return
+    from rnnlab.data.synthetic import SPLITS
+
+    check_one_of("split", cfg.split, SPLITS)
+    if isinstance(run_cfg.data.get("series_len"), int) and cfg.seed_len + cfg.length > run_cfg.data.series_len:
         raise ConfigError(
             f"seed_len + length = {cfg.seed_len} + {cfg.length} is more than the run's {run_cfg.data.series_len}-point "
             f"series (data.series_len); give length <= {max(run_cfg.data.series_len - cfg.seed_len, 0)}"
@@ -209,8 +211,15 @@ def check_compare(cfg: DictConfig) -> None:
     check_number("compare.seeds", cfg.compare.seeds, integer=True, low=1, low_inclusive=True)
 
 
-# Which command a config belongs to: its Hydra job name is the entry point's file name.
-COMMANDS = {"train": validate_train, "eval": validate_eval, "generate": validate_generate}
+def command_check(config: DictConfig):
+    """The check of the command a config belongs to, known by its keys (conf/train.yaml, eval.yaml, generate.yaml)."""
+    if "model" in config:
+        return validate_train
+    if "ckpt" in config:
+        return validate_generate
+    if "ckpt_path" in config:
+        return validate_eval
+    return None
 
 
 class ValidateConfig(Callback):
@@ -220,11 +229,13 @@ class ValidateConfig(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        command = COMMANDS.get(str(OmegaConf.select(config, "hydra.job.name")))
-        if command is not None:
-            _exit_on_error(command, config)
+        check = command_check(config)
+        if check is not None:
+            _exit_on_error(check, config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # The values every job shares (swept ones are checked in each job), before any job or sweep directory.
+        _exit_on_error(check_common, config)
         if config.get("compare") is not None:  # before the sweeper expands range(compare.seeds)
             _exit_on_error(check_compare, config)
 
