@@ -89,6 +89,29 @@ def test_an_apostrophe_in_a_prompt_says_how_to_quote_it(tmp_path):
 # ------------------------------------------------------------------------------------- a one-cycle run too short
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5, 8, 40])
+def test_one_cycle_fits_any_number_of_steps(steps):
+    import torch
+
+    from rnnlab.models import one_cycle
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([weight], lr=0.01)
+    schedule = one_cycle(optimizer, steps, max_lr=0.01, pct_start=0.25)
+    rates = []
+    for _ in range(steps):  # as Lightning steps it: after every optimiser step, the last one included
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.01 / 25)  # the warm-up starts low
+    if steps >= 2:
+        assert max(rates) == pytest.approx(0.01) and rates[1] > rates[0]  # and reaches the peak
+    if steps >= 3:
+        assert rates[-1] < 0.01 / 25  # then anneals
+    if steps >= 8:  # long enough for pct_start=0.25: torch's own schedule, unchanged
+        assert rates.index(max(rates)) == steps // 4 - 1
+
+
 def test_one_cycle_runs_shorter_than_their_warm_up_train(tmp_path, data_dir):
     # 1 epoch of 4 batches (a 1-step warm-up at pct_start=0.25) and of 1 batch, each cell: 6 jobs, one process.
     tiny = [arg for arg in TINY if not arg.startswith("+trainer.limit_train_batches")]
