@@ -412,6 +412,7 @@ def sweep_trials(storage: str, study_name: str) -> list[dict]:
 
 def max_overlap(intervals: Iterable[tuple]) -> int:
     """The most intervals (start, end) open at one time; one ending as another starts does not overlap it."""
+    intervals = list(intervals)
     points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
     running = most = 0
     for _, step in points:  # at equal times the end (-1) sorts first
