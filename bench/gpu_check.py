@@ -52,6 +52,8 @@ TITLES = {
     "cells": "4. Cells bench (`bench/run.py --only cells --device cuda`)",
 }
 TAIL_LINES = 15
+# What the parts run on (a CPU smoke run of the plumbing can set them to "cpu"; the check itself never does).
+TRAINER, DEVICE = "gpu", "cuda"
 
 
 # ------------------------------------------------------------------------------------------- no GPU
@@ -323,7 +325,7 @@ def part_runs(ctx: Context, deadline: float) -> Outcome:
             command = [
                 ctx.python,
                 str(ROOT / "src" / "train.py"),
-                "trainer=gpu",
+                f"trainer={TRAINER}",
                 f"model={cell}",
                 f"model.impl={impl}",
                 f"trainer.max_epochs={EPOCHS}",
@@ -479,7 +481,7 @@ def part_sweep(ctx: Context, deadline: float) -> Outcome:
         str(ROOT / "src" / "train.py"),
         "-m",
         "hparams_search=optuna",
-        "trainer=gpu",
+        f"trainer={TRAINER}",
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={SWEEP['n_jobs']}",
         f"hydra.sweeper.trials_per_gpu={SWEEP['trials_per_gpu']}",
@@ -586,7 +588,7 @@ def part_cells(ctx: Context, deadline: float) -> Outcome:
         "--only",
         "cells",
         "--device",
-        "cuda",
+        DEVICE,
         "--hidden-sizes",
         ",".join(map(str, BENCH_HIDDEN)),
         "--batch-sizes",
