@@ -42,7 +42,7 @@ CELLS = ("vanilla", "gru", "lstm")
 IMPLS = ("custom", "builtin")
 EPOCHS = 5  # timed runs
 SWEEP = {"trials": 8, "n_jobs": 4, "trials_per_gpu": 4, "epochs": 3}
-BENCH_HIDDEN, BENCH_BATCHES = (32, 128, 512), (100, 1000)
+BENCH_CELLS, BENCH_HIDDEN, BENCH_BATCHES = 3, (32, 128, 512), (100, 1000)  # the bench times all 3 cells
 # Seconds per part; 455 in all, within the 8 minutes on one GPU.
 BUDGETS = {"tests": 170.0, "runs": 120.0, "sweep": 90.0, "cells": 75.0}
 TITLES = {
@@ -345,6 +345,7 @@ def part_runs(ctx: Context, deadline: float) -> Outcome:
                 result = run_command(command, deadline, ctx.env)
             except Overrun as overrun:
                 row["status"], row["wall"] = "stopped (budget)", time.monotonic() - start
+                row["error"] = tail_block(overrun.stdout + overrun.stderr)
                 stopped = overrun
                 continue
             row["wall"] = time.monotonic() - start
@@ -366,11 +367,14 @@ def part_runs(ctx: Context, deadline: float) -> Outcome:
     )
     for r in rows:
         if "error" in r:
-            body += f"\n\n{r['cell']} / {r['impl']} failed:\n\n{r['error']}"
+            body += f"\n\n{r['cell']} / {r['impl']} {r['status']}; its last lines:\n\n{r['error']}"
     ratios = custom_over_builtin(rows)
     headline = "custom / cuDNN s/epoch: " + ", ".join(f"{c} {x:.1f}×" for c, x in ratios) if ratios else ""
     if stopped:
-        return Outcome("overran", f"stopped at its budget; {headline}".rstrip("; "), body)
+        ran = sum(r["status"] == "ran" for r in rows)
+        return Outcome(
+            "overran", f"stopped at its budget, {ran} of {len(rows)} runs done; {headline}".rstrip("; "), body
+        )
     failed = [r for r in rows if r["status"] != "ran"]
     if failed:
         return Outcome("failed", f"{len(failed)} of {len(rows)} runs failed; {headline}".rstrip("; "), body)
@@ -603,7 +607,7 @@ def part_cells(ctx: Context, deadline: float) -> Outcome:
     shown = "`" + " ".join(command[1:]).replace(str(ROOT) + "/", "") + "`"
     body = f"Command: {shown} (median of 15 interleaved repeats after a warm-up; T=40, D=1, float32)\n\n"
     body += tables.replace("### ", "#### ").strip()
-    expected = len(CELLS) * len(BENCH_HIDDEN) * len(BENCH_BATCHES)
+    expected = BENCH_CELLS * len(BENCH_HIDDEN) * len(BENCH_BATCHES)
     if result.returncode != 0 or len(rows) != expected:
         note = f"bench exit code {result.returncode}, {len(rows)} of {expected} rows"
         return Outcome("failed", note, body + "\n\n" + tail_block(result.stdout + result.stderr))
