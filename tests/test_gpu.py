@@ -504,3 +504,47 @@ def test_cells_tables_of_the_bench_are_parsed_and_the_verdict_gives_the_numbers(
     assert verdict.endswith("(vanilla H=32 N=1000); slower in 18 of 18 settings")
     fast = [{**r, "ratio": 0.9} for r in rows]
     assert gpu_check.cells_verdict(fast).startswith("custom cells not slower than cuDNN: median 0.9×")
+
+
+def fake_context(tmp_path: Path, n_gpus: int = 1) -> gpu_check.Context:
+    return gpu_check.Context(sys.executable, tmp_path, tmp_path / "data", n_gpus, {})
+
+
+def test_timed_runs_past_the_budget_keep_the_runs_done_and_name_the_rest(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(command, deadline, env=None, cwd=None):
+        calls.append(command)
+        if len(calls) == 3:
+            raise gpu_check.Overrun(command, 1.0, "epoch 2 ...", "")
+        clock = Path(next(c for c in command if c.startswith("+callbacks.epoch_clock.path=")).split("=", 1)[1])
+        epochs = [
+            {"epoch": i, "start": 2.0 * i, "seconds": 1.0 + (i == 0), "validation_seconds": 0.1} for i in range(5)
+        ]
+        clock.write_text(json.dumps(epochs))
+        return subprocess.CompletedProcess(command, 0, "[rnnlab] vanilla-custom-h128 test/acc=0.9120 run_dir=x", "")
+
+    monkeypatch.setattr(gpu_check, "run_command", fake_run)
+    outcome = gpu_check.part_runs(fake_context(tmp_path), deadline=time.monotonic() + 60)
+    assert len(calls) == 3 and outcome.status == "overran"
+    assert outcome.headline == "stopped at its budget, 2 of 6 runs done; custom / cuDNN s/epoch: vanilla 1.0×"
+    lines = outcome.body.splitlines()
+    assert "| vanilla | custom | 1.000 | 2.000 | 0.100 | 2.000 | " in lines[2] and lines[2].endswith("| 0.9120 |")
+    assert lines[4].startswith("| gru | custom | stopped (budget) |")
+    assert lines[5].startswith("| gru | builtin | not run (budget spent) |")
+    assert "trainer=gpu" in calls[0] and "model.impl=custom" in calls[0] and "trainer.max_epochs=5" in calls[0]
+
+
+def test_the_sweep_part_checks_the_stored_trials(tmp_path, monkeypatch):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def fake_sweep(command, deadline, env=None, cwd=None):
+        storage = next(c for c in command if c.startswith("hydra.sweeper.storage=")).split("=", 1)[1]
+        add_trials(storage, "gpu-check", [(0, 0 if i < 4 else 10, 10 if i < 4 else 20) for i in range(8)])
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(gpu_check, "run_command", fake_sweep)
+    outcome = gpu_check.part_sweep(fake_context(tmp_path), deadline=time.monotonic() + 60)
+    assert outcome.status == "passed", outcome.body
+    assert outcome.headline == "8 trials complete, up to 4 at once"
+    assert "- [x] trials overlapped: at most 4 trials ran at once" in outcome.body.splitlines()
