@@ -548,3 +548,20 @@ def test_the_sweep_part_checks_the_stored_trials(tmp_path, monkeypatch):
     assert outcome.status == "passed", outcome.body
     assert outcome.headline == "8 trials complete, up to 4 at once"
     assert "- [x] trials overlapped: at most 4 trials ran at once" in outcome.body.splitlines()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_parity_helper_compares_like_with_like_on_cpu(kind):
+    # What the cuDNN parity tests run, on the CPU: every output, state and gradient pairs up, in torch's layout.
+    results = both_on(kind, 2, True, torch.float64, device="cpu")
+    assert len(results["custom"]) == len(results["builtin"]) == 1 + 2 * (kind == "lstm") + 2 + 1 + 16
+    for ours, theirs in zip(results["custom"], results["builtin"]):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+def test_a_profile_is_read_through_its_chrome_trace():
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        torch.ones(10).mul(2)
+    events = gpu_probes.trace_events(profiler)
+    assert "aten::mul" in {e.get("name") for e in events if e.get("cat") == "cpu_op"}
+    assert gpu_probes.host_to_device_copies(events) == [] and gpu_probes.count_kernels(events) == 0
