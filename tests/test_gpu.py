@@ -8,6 +8,7 @@ exit, its budgets, its summary, and its reading of a sweep's trials, epoch clock
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -133,14 +134,23 @@ def test_custom_cells_match_cudnn_in_float64(kind, layers, bidirectional):
 @pytest.mark.cuda
 @NEEDS_CUDA
 @pytest.mark.parametrize("kind", KINDS)
-def test_custom_cells_are_close_to_cudnn_in_float32(kind, monkeypatch):
+def test_custom_cells_are_close_to_cudnn_in_float32(kind):
     needs_cudnn()
-    # TF32 (on by default for cuDNN) rounds products to 10 bits of mantissa: compare float32 arithmetic itself.
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    results = both_on(kind, 2, True, torch.float32)
+    with tf32_off():
+        results = both_on(kind, 2, True, torch.float32)
     for ours, theirs in zip(results["custom"], results["builtin"]):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+@contextlib.contextmanager
+def tf32_off():
+    """TF32 (on by default for cuDNN) rounds products to 10 bits of mantissa: float32 arithmetic itself, inside."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def bf16_or_skip(precision: str) -> None:
@@ -565,3 +575,10 @@ def test_a_profile_is_read_through_its_chrome_trace():
     events = gpu_probes.trace_events(profiler)
     assert "aten::mul" in {e.get("name") for e in events if e.get("cat") == "cpu_op"}
     assert gpu_probes.host_to_device_copies(events) == [] and gpu_probes.count_kernels(events) == 0
+
+
+def test_tf32_is_off_inside_and_restored_after():
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with tf32_off():
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
