@@ -130,7 +130,7 @@ def test_a_misspelt_swept_key_stops_before_any_trial(tmp_path):
 
 def test_an_unparsable_command_line_sweep_is_one_line(tmp_path):
     result = run_cli("train.py", "-m", "hparams_search=optuna", "model.hidden_size=choice(", root=tmp_path)
-    assert_one_error_line(result, "'model.hidden_size=choice(' is not a valid override", "no viable alternative")
+    assert_one_error_line(result, "model.hidden_size=choice( cannot be parsed")
     assert not (tmp_path / "multirun").exists()
 
 

@@ -6,6 +6,7 @@ Light on purpose (no torch at import): ``src/train.py`` imports it before Hydra 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,34 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("compare_hidden_size", _compare_hidden_size)
 
 
+# What to give for a mandatory (``???``) value, by key; other keys: ``<key>=<value>``.
+REQUIRED_VALUES = {"ckpt_path": "<run dir>/checkpoints/last.ckpt", "ckpt": "<run dir>/checkpoints/last.ckpt"}
+
+
+def required(error: Exception) -> str:
+    """The message for a mandatory value left unset (OmegaConf names the key only in its message when the
+    value is reached through an interpolation, such as the run directory)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    key = error.full_key if isinstance(error, MissingMandatoryValue) else None
+    match = re.search(r"Missing mandatory value: ([\w.]+)", str(error))
+    key = key or (match.group(1) if match else "a value")
+    return f"{key} is required; give {key}={REQUIRED_VALUES.get(key, '<value>')}"
+
+
+def unparsable(override: str) -> str:
+    """The message for an override Hydra's grammar rejects: most often a quote or bracket in a free-text value."""
+    key, sep, value = override.partition("=")
+    if not sep:
+        return f"{override!r} cannot be parsed; give key=value"
+    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    shell = '"' + f"{key}={quoted}".replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return (
+        f"{override} cannot be parsed: quote a value with quotes, brackets or commas so Hydra reads {key}={quoted} "
+        f"(in a shell: {shell})"
+    )
+
+
 def _compare_hidden_size(*, _root_: DictConfig) -> int:
     from rnnlab.app.compare import compare_hidden_size  # torch is imported only when a config uses it
 
@@ -46,10 +75,15 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         MissingConfigException,
         OverrideParseException,
     )
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's reporter
     try:
         main()
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as error:  # a ``???`` value not given
+        raise SystemExit(f"error: {required(error)}") from None
+    except OverrideParseException as error:  # e.g. prompt=don't: the apostrophe opens a quoted string
+        raise SystemExit(f"error: {unparsable(error.override)}") from None
     except MissingConfigException as error:
         group, _, option = (error.missing_cfg_file or "").rpartition("/")
         if error.options is None or not group:
@@ -57,12 +91,6 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         raise SystemExit(f"error: {not_allowed(group, option, error.options, sort=False)}") from None
     except (CommandError, ConfigCompositionException) as error:
         raise SystemExit(f"error: {error}") from None
-    except OverrideParseException as error:  # a command-line override Hydra cannot parse, e.g. 'x=choice('
-        reason = str(error).strip().splitlines()[0]
-        raise SystemExit(
-            f"error: {error.override!r} is not a valid override: {reason}; allowed: key=value or a sweep such as "
-            "key=choice(a,b) (https://hydra.cc/docs/advanced/override_grammar/basic/)"
-        ) from None
     except InstantiationException as error:  # a constructor rejected a value (the datamodule, the model)
         if isinstance(error.__cause__, ValueError):
             raise SystemExit(f"error: {error.__cause__}") from None
