@@ -117,10 +117,11 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
             if trainer is not None:
                 for log_dir in tensorboard_dirs(trainer):
                     write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
-            if status == "interrupted":
+            last = run_dir / "checkpoints" / "last.ckpt"
+            if status == "interrupted" and last.is_file():  # sweep trials keep no last.ckpt: the sweep reruns them
                 say(
                     f"interrupted after {record.data['epoch'] or 0} epochs; continue with: "
-                    f"python src/train.py ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+                    f"python src/train.py ckpt_path={last}"
                 )
         if isinstance(error, SystemExit) and not error.code:  # Lightning's SIGTERMException exits with 0
             raise SystemExit(128 + signal.SIGTERM) from None
