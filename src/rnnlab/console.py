@@ -10,11 +10,13 @@ from __future__ import annotations
 import sys
 
 PREFIX = "[rnnlab]"
+SWEEP = "[sweep]"  # the sweeper's own lines
 
 
-def say(message: str) -> None:
-    """``[rnnlab] <message>`` on stdout, flushed (a sweep's parent and its trials share the console)."""
-    print(f"{PREFIX} {message}", flush=True)
+def say(message: str, prefix: str = PREFIX) -> None:
+    """``[rnnlab] <message>`` on stdout, flushed (a sweep's parent and its trials share the console);
+    the sweeper's lines say ``[sweep]``."""
+    print(f"{prefix} {message}", flush=True)
 
 
 def show(text: str) -> None:

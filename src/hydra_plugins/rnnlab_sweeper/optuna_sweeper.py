@@ -34,9 +34,8 @@ from hydra_plugins.rnnlab_sweeper import search_space, trials
 from hydra_plugins.rnnlab_sweeper import study as studies
 from hydra_plugins.rnnlab_sweeper.progress import Progress
 from hydra_plugins.rnnlab_sweeper.search_space import SearchSpaceError, distribution_of  # noqa: F401 (public)
+from rnnlab.console import SWEEP, say, show
 from rnnlab.errors import CommandError, first_line
-
-log = logging.getLogger(__name__)
 
 TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial (rnnlab's conf/hparams_search)
 # Command-line groups that only configure the sweep (its budget); best.yaml's full_command leaves them out.
@@ -173,7 +172,7 @@ class RnnlabOptunaSweeper(Sweeper):
         Only for GPU trials (trainer.accelerator gpu/cuda) on a launcher of this machine: each parallel trial
         gets its own visible GPU (``gpu_slots``); without any GPU the trials fall back to CPU, with a notice.
         """
-        from rnnlab.devices import GPU_ACCELERATORS, cuda_device_count, visible_gpu_names
+        from rnnlab.devices import GPU_ACCELERATORS, cuda_device_count
         from rnnlab.sweep.gpus import gpu_slots
 
         accelerator = str(OmegaConf.select(self.config, "trainer.accelerator", default="auto"))
@@ -181,17 +180,12 @@ class RnnlabOptunaSweeper(Sweeper):
             return parallel, [], [None] * parallel
         count = cuda_device_count()
         if count == 0:
-            print(
-                f"[rnnlab] no GPU visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): "
+            say(
+                f"no GPU visible (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}): "
                 "trials run on CPU (trainer.accelerator=cpu)"
             )
             return parallel, ["trainer.accelerator=cpu", "trainer.devices=1"], [None] * parallel
         slots = gpu_slots(parallel, count, self.trials_per_gpu)
-        names = visible_gpu_names(os.environ, count)
-        log.info(
-            f"{len(slots)} trials at a time on GPUs {', '.join(names)} "
-            f"(hydra.sweeper.trials_per_gpu={self.trials_per_gpu}, launcher jobs {parallel})"
-        )
         return len(slots), [], list(slots)
 
     def _app_overrides(self, parallel: int, metrics: list[str]) -> list[str]:
@@ -263,7 +257,7 @@ class RnnlabOptunaSweeper(Sweeper):
         wanted = Path(self.config.hydra.sweep.dir).absolute()
         sweep_dir = studies.owned_sweep_dir(wanted, name, safe_url(url), record["uid"], trial_dirs)
         if sweep_dir != wanted:
-            print(f"[sweep] {wanted} belongs to another study {name!r}: this one writes into {sweep_dir}")
+            say(prefix=SWEEP, message=f"{wanted} belongs to another study {name!r}: this one writes into {sweep_dir}")
         studies.claim(sweep_dir, name, safe_url(url), record["uid"])
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
@@ -273,7 +267,10 @@ class RnnlabOptunaSweeper(Sweeper):
         self._grid_points = _grid_size(sampler, distributions)
         n_trials = min(self.n_trials, self._grid_points or self.n_trials)
         done = len(trials.counted(study.get_trials(deepcopy=False)))
-        print(f"[sweep] study {name!r} on {safe_url(url)}: {done} of {n_trials} trials done; sweep dir {sweep_dir}")
+        say(
+            prefix=SWEEP,
+            message=f"study {name!r} on {safe_url(url)}: {done} of {n_trials} trials done; sweep dir {sweep_dir}",
+        )
         progress = Progress(n_trials, parallel, [d == "maximize" for d in directions], metrics)
         outcomes = self._run(study, storage, n_trials, parallel, per_job, sweep_dir, custom, url, progress)
 
@@ -314,7 +311,10 @@ class RnnlabOptunaSweeper(Sweeper):
 
         if n_objectives > 1:
             if self.pruner_conf and "NopPruner" not in str(self.pruner_conf.get("_target_")):
-                print(f"[sweep] {n_objectives} objectives: pruning is off (Optuna prunes single-objective studies)")
+                say(
+                    prefix=SWEEP,
+                    message=f"{n_objectives} objectives: pruning is off (Optuna prunes single-objective studies)",
+                )
             self.pruner_conf = None
             return optuna.pruners.NopPruner()
         return instantiate(self.pruner_conf) if self.pruner_conf else None
@@ -504,24 +504,28 @@ class RnnlabOptunaSweeper(Sweeper):
             write_optimization_results,
         )
 
-        print(top_trials_table(study, self.top_k, metrics))
+        show(top_trials_table(study, self.top_k, metrics))
         base = [o for o in fixed if not o.lstrip("+~").startswith(studies.EXECUTION_PREFIXES)]
         full = [o for o in base if o.split("=")[0].lstrip("+~") not in SWEEP_ONLY_KEYS]
         script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "src/train.py"
         best_path = write_best(study, sweep_dir, base, metrics, full, script)
         if best_path:
             write_optimization_results(study, sweep_dir)
-            print(f"best trial{'s' if len(metrics) > 1 else ''} written to {best_path}")
+            show(f"best trial{'s' if len(metrics) > 1 else ''} written to {best_path}")
         plot = plot_pareto(study, sweep_dir, metrics) if len(metrics) > 1 else None
         if plot:
-            print(f"Pareto front plotted in {plot}")
+            show(f"Pareto front plotted in {plot}")
         done = len(trials.counted(study.get_trials(deepcopy=False)))
         if self._grid_points is not None and (done >= self._grid_points or self._stop.is_set()):
-            print(f"[sweep] the sampler has tried every point of its grid ({self._grid_points} points, {done} trials)")
+            say(
+                prefix=SWEEP,
+                message=f"the sampler has tried every point of its grid ({self._grid_points} points, {done} trials)",
+            )
         elif done >= n_trials and not outcomes:
-            print(
-                f"[sweep] study {study.study_name!r} already holds its {done} trials: raise hydra.sweeper.n_trials "
-                f"(e.g. hydra.sweeper.n_trials={n_trials + 10}) to continue it"
+            say(
+                prefix=SWEEP,
+                message=f"study {study.study_name!r} already holds its {done} trials: raise hydra.sweeper.n_trials "
+                f"(e.g. hydra.sweeper.n_trials={n_trials + 10}) to continue it",
             )
 
     def _too_many_failures(self, outcomes) -> bool:

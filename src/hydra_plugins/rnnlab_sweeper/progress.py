@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any
 
+from rnnlab.console import SWEEP, say
+
 
 def short_params(params: dict[str, Any]) -> str:
     """``hidden_size=46, lr=0.051``: the last part of each key, values to 3 significant digits."""
@@ -37,7 +39,7 @@ class Progress:
 
     @staticmethod
     def say(line: str) -> None:
-        print(f"[sweep] {line}", flush=True)
+        say(line, prefix=SWEEP)
 
     def start(self, number: int, position: int, params: dict[str, Any], retry_of: int | None = None) -> None:
         label = f"trial {position}/{self.n_trials} ({short_params(params)})"

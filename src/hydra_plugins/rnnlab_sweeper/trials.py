@@ -18,6 +18,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from rnnlab.console import warn
 from rnnlab.errors import first_line
 from rnnlab.sweep.workers import worker_alive, worker_host
 
@@ -124,7 +125,7 @@ class Heartbeats:
                 try:
                     self.storage.record_heartbeat(tid)
                 except Exception as error:  # a busy database must not kill the sweep; the next beat retries
-                    log.warning(f"heartbeat of trial id {tid} not recorded: {error}")
+                    warn(f"heartbeat of trial id {tid} not recorded: {error}")
 
     def close(self) -> None:
         self.stop.set()
