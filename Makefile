@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare clean
+.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare runs clean
 
 install: $(STAMP)
 
@@ -70,6 +70,11 @@ adding-lengths: install
 # multirun/compare/<task>/<timestamp>/. `make compare ARGS="compare.match=params data=adding"`.
 compare: install
 	$(PY) src/train.py -m experiment=compare_cells $(ARGS)
+
+# The runs' records (run.json): `make runs ARGS="--where 'model.cell=gru' --sort -val/acc_best"`,
+# `make runs ARGS="show <id>"`; rnnlab runs --help lists the subcommands (show, diff, rerun, tag, note, rm).
+runs: install
+	$(PY) -m rnnlab.runs $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)

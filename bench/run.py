@@ -1,6 +1,6 @@
 """Benchmarks entry point (`make bench`, or `python bench/run.py [--quick] [--threads N] [--only a,b]`).
 
-Runs the benchmarks (cells, overhead, sweeps, startup; all by default) and prints their markdown tables
+Runs the benchmarks (cells, overhead, sweeps, startup, runs; all by default) and prints their markdown tables
 at the end. Threads: ``torch.set_num_threads``
 is set explicitly, by default to the number of CPU cores this process may use
 (``os.sched_getaffinity``), so results do not depend on torch's own default or on the environment.
@@ -20,10 +20,11 @@ import torch
 
 import cells as cells_bench  # bench/*.py (this script's folder is on sys.path)
 import overhead as overhead_bench
+import runs_listing as runs_bench
 import startup as startup_bench
 import sweeps as sweeps_bench
 
-BENCHMARKS = ("cells", "overhead", "sweeps", "startup")
+BENCHMARKS = ("cells", "overhead", "sweeps", "startup", "runs")
 # The framework-overhead models: the default (LSTM) and the other two cells, hidden size 128, flatten readout.
 OVERHEAD_MODELS = {f"{cell} H=128": [f"model={cell}", "model.hidden_size=128"] for cell in ("lstm", "gru", "vanilla")}
 # --overhead-ablation: the vanilla model again with one feature off at a time (where the overhead goes).
@@ -116,6 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     if "startup" in only:
         print("startup: wall time of commands ...", flush=True)
         tables["Start-up: wall seconds"] = startup_bench.markdown(startup_bench.run(repeats=1 if args.quick else 3))
+    if "runs" in only:
+        records = 100 if args.quick else 1000
+        print(f"runs: `rnnlab runs` over {records:,} run records vs its start-up ...", flush=True)
+        tables[f"Run listing: `rnnlab runs --limit 20` over {records:,} records vs its start-up, wall seconds"] = (
+            runs_bench.markdown(runs_bench.run(records=records, repeats=3 if args.quick else 15))
+        )
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (a busy machine inflates and skews the numbers)")
     for title, table in tables.items():

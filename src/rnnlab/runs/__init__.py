@@ -1,0 +1,44 @@
+"""Run records (``run.json`` in every run directory) and the ``rnnlab runs`` command that reads them.
+
+A light leaf package: no torch, Lightning, Hydra or other rnnlab modules, so the CLI starts fast.
+"""
+
+from rnnlab.runs.record import (
+    KINDS,
+    PARENT_KINDS,
+    RECORD_FILE,
+    SCHEMA,
+    STATUSES,
+    RunRecord,
+    current_command,
+    edit_record,
+    environment,
+    find_records,
+    find_run_dirs,
+    flatten_params,
+    git_patch,
+    git_state,
+    interrupt_on_sigterm,
+    read_record,
+    reserve_dir,
+)
+
+__all__ = [
+    "KINDS",
+    "PARENT_KINDS",
+    "RECORD_FILE",
+    "SCHEMA",
+    "STATUSES",
+    "RunRecord",
+    "current_command",
+    "edit_record",
+    "environment",
+    "find_records",
+    "find_run_dirs",
+    "flatten_params",
+    "git_patch",
+    "git_state",
+    "interrupt_on_sigterm",
+    "read_record",
+    "reserve_dir",
+]
