@@ -76,6 +76,12 @@ compare: install
 runs: install
 	$(PY) -m rnnlab.runs $(ARGS)
 
+# Every cell tuned with one sweep budget, each best retrained over seeds, the report with confidence intervals
+# and significance (conf/study.yaml, docs/study.md): multirun/study/<task>/<name>/report.md. Rerun to continue.
+# `make study ARGS="study.cells=[gru,lstm] study.trials=10 data=adding"`.
+study: install
+	$(PY) src/study.py $(ARGS)
+
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
 
