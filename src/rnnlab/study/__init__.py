@@ -31,8 +31,7 @@ def plan_of(config: DictConfig) -> Plan:
 
     if "hydra" in config:  # in a callback, before Hydra sets it: so ${hydra:...} in hydra.run.dir resolves
         HydraConfig.instance().set_config(config)
-    hydra = HydraConfig.get()
-    return make_plan(config, list(hydra.overrides.task), list(hydra.overrides.hydra), str(hydra.run.dir))
+    return make_plan(config, HydraConfig.get())
 
 
 class StudyCallback(Callback):
@@ -75,6 +74,7 @@ class StudyCallback(Callback):
 
 def main(cfg: DictConfig) -> None:
     """What ``src/study.py`` runs once Hydra has composed ``conf/study.yaml``."""
+    from rnnlab.errors import CommandError
     from rnnlab.study.run import StudyInterrupted, exit_interrupted, run_study
 
     plan = plan_of(cfg)
@@ -82,6 +82,8 @@ def main(cfg: DictConfig) -> None:
         run_study(cfg, plan)
     except StudyInterrupted:
         exit_interrupted(plan.dir)
+    except CommandError as error:  # one line, and not Hydra's "Error executing job" before it
+        raise SystemExit(f"error: {error}") from None
 
 
 def run_app(hydra_main) -> None:

@@ -111,7 +111,7 @@ class Plan:
             "-m",
             "hparams_search=optuna",
             f"model={cell}",
-            *self.passthrough,
+            *self.passthrough_for(cell),
             *(f"{key}={value}" for key, value in self.search_space(cell).items()),
             f"trainer.max_epochs={self.trial_epochs}",
             f"hydra.sweeper.study_name={self.study_name(cell)}",
@@ -127,7 +127,12 @@ class Plan:
         ``study.params``, the tuned values, the full budget."""
         fixed = [f"{key}={value}" for key, value in self.space.items() if not is_search_space(f"{key}={value}")]
         tuned = [f"{key}={override_value(value)}" for key, value in sorted(params.items())]
-        return [f"model={cell}", *self.passthrough, *fixed, *tuned, f"trainer.max_epochs={self.epochs}"]
+        return [f"model={cell}", *self.passthrough_for(cell), *fixed, *tuned, f"trainer.max_epochs={self.epochs}"]
+
+    def passthrough_for(self, cell: str) -> list[str]:
+        """The user's overrides, without those of keys the study searches (the search space decides them)."""
+        searched = set(self.search_space(cell))
+        return [o for o in self.passthrough if override_key(o) not in searched]
 
     def confirm_command(self, cell: str, params: dict[str, Any], seed: int, train_py: Path) -> list[str]:
         from rnnlab.devices import cpu_share
@@ -181,10 +186,13 @@ class Plan:
 # ---------------------------------------------------------------------------------------- building a plan
 
 
-def make_plan(cfg: DictConfig, task_overrides: list[str], hydra_overrides: list[str], study_dir: str) -> Plan:
-    """Check the ``study`` block and the command line; the plan, or a one-line ``ConfigError``."""
+def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
+    """Check the ``study`` block and the command line (``hydra``: the HydraConfig); the plan, or a one-line
+    ``ConfigError``."""
     from rnnlab.cells import CELLS
 
+    task_overrides, hydra_overrides = list(hydra.overrides.task), list(hydra.overrides.hydra)
+    study_dir = str(hydra.run.dir)
     study = cfg.get("study")
     if not isinstance(study, DictConfig):
         raise ConfigError("the config has no study block; run src/study.py (conf/study.yaml)")
@@ -213,7 +221,7 @@ def make_plan(cfg: DictConfig, task_overrides: list[str], hydra_overrides: list[
         if key in OWNED:
             raise ConfigError(f"{override} is not allowed here; the study sets {key} (use {OWNED[key]})")
 
-    default_space = {str(k): str(v) for k, v in cfg.hydra.sweeper.params.items()}
+    default_space = {str(k): str(v) for k, v in hydra.sweeper.params.items()}
     space = _check_space(cfg, study.get("params"))
     if match == "params" and "model.hidden_size" not in {**default_space, **space}:
         raise ConfigError("study.match=params needs model.hidden_size in the search space (study.params)")

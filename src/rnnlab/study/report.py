@@ -65,8 +65,11 @@ def _importances(study, complete: int) -> tuple[dict[str, float], str | None]:
 
 
 def collect(plan: Plan, tuned: dict[str, Tuned], jobs: list[Confirm]) -> list[CellResult]:
+    import logging
+
     import optuna
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader logs every file at INFO
     from rnnlab.sweep.storage import open_storage
 
     storage = open_storage(plan.storage)
@@ -293,14 +296,16 @@ def figure(plan: Plan, results: list[CellResult]):
             others = [
                 t for t in r.trials if t.state.name != "COMPLETE" and x in t.params and (y is None or y in t.params)
             ]
-            scatter.scatter(
-                [t.params[x] for t in others],
-                [t.params[y] if y else 0 for t in others],
-                color="grey",
-                marker="x",
-                s=14,
-                label="pruned/failed",
-            )
+            if others:
+                scatter.scatter(
+                    [t.params[x] for t in others],
+                    [t.params[y] if y else 0 for t in others],
+                    color="grey",
+                    marker="x",
+                    s=14,
+                    label="pruned/failed",
+                )
+                scatter.legend(fontsize=7, loc="best")
             if done:
                 fig.colorbar(points, ax=scatter, label=plan.metric)
             best = r.tuned.params
@@ -312,7 +317,6 @@ def figure(plan: Plan, results: list[CellResult]):
                     (scatter.set_xscale if axis == "x" else scatter.set_yscale)("log")
             scatter.set_xlabel(x)
             scatter.set_ylabel(y or plan.metric)
-            scatter.legend(fontsize=7, loc="best")
         scatter.set_title(f"{r.cell}: trials by parameters (red ring: best)", fontsize=9)
 
         if r.importances:
