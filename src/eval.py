@@ -6,7 +6,7 @@ python src/eval.py ckpt_path=<run dir>/checkpoints/best-epoch012.ckpt
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.app.setup import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
+from rnnlab.app.setup import prepare_entry_point, run_command, run_hydra_app  # light: no torch yet
 
 prepare_entry_point()
 
@@ -15,7 +15,7 @@ prepare_entry_point()
 def main(cfg: DictConfig) -> dict:
     from rnnlab.app.evaluate import evaluate
 
-    return evaluate(cfg)
+    return run_command(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ python src/generate.py ckpt=<run dir>/checkpoints/last.ckpt prompt="The assert" 
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.app.setup import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
+from rnnlab.app.setup import prepare_entry_point, run_command, run_hydra_app  # light: no torch yet
 
 prepare_entry_point()
 
@@ -16,7 +16,7 @@ prepare_entry_point()
 def main(cfg: DictConfig) -> float:
     from rnnlab.app.generate import generate_from_checkpoint
 
-    return generate_from_checkpoint(cfg)
+    return run_command(generate_from_checkpoint, cfg)
 
 
 if __name__ == "__main__":

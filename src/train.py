@@ -7,21 +7,16 @@ python src/train.py ckpt_path=<run dir>/checkpoints/last.ckpt   # resume an inte
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.app.setup import prepare_entry_point, run_hydra_app  # light: no torch before Hydra composes
+from rnnlab.app.setup import prepare_entry_point, run_command, run_hydra_app  # light: no torch yet
 
 prepare_entry_point()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
+    from rnnlab.app.train import train_command
 
-    from rnnlab.app.resume import resume_config
-    from rnnlab.app.train import optimized_value, train
-
-    if cfg.ckpt_path:
-        cfg = resume_config(cfg.ckpt_path, HydraConfig.get().overrides.task)
-    return optimized_value(cfg, train(cfg))
+    return run_command(train_command, cfg)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pytest
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
 from rnnlab.runs import cli as runs_cli
 from rnnlab.runs.cli import main
-from rnnlab.runs.query import parse_where
+from rnnlab.runs.query import QueryError, parse_where
 from rnnlab.runs.record import derive_status, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,10 @@ def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 # ------------------------------------------------------------------------------------------- lifecycle
 
 
+SCHEMA_1 = """schema id name kind dir task parent status error epoch command overrides cwd started ended duration_s
+heartbeat heartbeat_interval host pid devices versions git params metrics checkpoints resumes tags note debug"""
+
+
 def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
     run_dir = tmp_path / "run"
     record = start(run_dir, devices=["cpu"], parent={"kind": "sweep", "dir": "/s", "study": "st", "trial": 3})
@@ -67,7 +71,8 @@ def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
         checkpoints={"best": "checkpoints/best.ckpt", "last": "checkpoints/last.ckpt"},
     )
     data = read_record(run_dir)
-    assert data["schema"] == 1 and len(data["id"]) == 32 and int(data["id"], 16) >= 0
+    assert set(data) == set(SCHEMA_1.split())
+    assert data["schema"] == 1 and len(data["id"]) == 32 and data["id"][12] == "4"  # a uuid4
     assert data["status"] == "completed" and data["error"] is None and data["epoch"] == 4
     assert data["params"] == {"model.cell": "gru", "model.hidden_size": 8, "seed": 7}
     assert data["metrics"] == {"val/acc": 0.5, "val/acc_best": 0.75, "val/loss": None}  # NaN: strict JSON null
@@ -84,6 +89,9 @@ def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
     record.finish("failed", error="too late")  # idempotent: the first finish stands
     assert stored(run_dir)["status"] == "completed"
     assert sorted(p.name for p in run_dir.iterdir()) == [".run.json.lock", "run.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "run.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file, not 0600
 
 
 def test_start_rejects_unknown_kinds_and_updates_of_unknown_fields(tmp_path):
@@ -113,6 +121,26 @@ def test_guard_finishes_the_record_as_the_block_ends_and_reraises(tmp_path, erro
         raise error
     data = read_record(tmp_path / "run")
     assert (data["status"], data["error"]) == (status, line) and data["ended"] is not None
+
+
+def test_guard_reads_lightnings_exit_after_a_keyboard_interrupt_as_interrupted(tmp_path):
+    record = start(tmp_path / "run")
+    with pytest.raises(SystemExit), record.guard():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            sys.exit(1)  # what pytorch_lightning's trainer does on Ctrl-C after its graceful shutdown
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
+
+
+def test_guard_reads_lightnings_sigterm_exception_as_interrupted(tmp_path):
+    class SIGTERMException(SystemExit):  # pytorch_lightning.utilities.exceptions', raised by its loops on SIGTERM
+        pass
+
+    record = start(tmp_path / "run")
+    with pytest.raises(SystemExit), record.guard():
+        raise SIGTERMException  # no code: the process would exit 0
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
 
 
 def test_guard_completes_a_block_that_ends_normally(tmp_path):
@@ -219,9 +247,8 @@ def test_resume_appends_a_session_and_keeps_the_original_command(tmp_path):
     first = start(tmp_path / "run")
     first.finish("interrupted", epoch=1)
     original = stored(tmp_path / "run")
-    resumed = RunRecord.resume(
-        tmp_path / "run", command=["python", "src/train.py", "ckpt_path=x.ckpt"], overrides=["ckpt_path=x.ckpt"]
-    )
+    command = ["python", "src/train.py", "ckpt_path=x.ckpt"]
+    resumed = RunRecord.resume(tmp_path / "run", command=command, overrides=["ckpt_path=x.ckpt"], cwd=tmp_path)
     assert read_record(tmp_path / "run")["status"] == "running"
     resumed.finish("completed", epoch=3)
     data = stored(tmp_path / "run")
@@ -278,6 +305,18 @@ def test_a_dirty_checkout_saves_its_changes_as_git_patch(tmp_path, repo):
     assert "-lr = 0.1" in patch and "+lr = 0.2" in patch and "untracked, not in this patch: new.py" in patch
     git(repo, "stash", "-q")
     git(repo, "apply", "--check", str(tmp_path / "run" / "git.patch"))  # the patch recreates the change
+
+
+def test_a_resumed_session_records_its_own_checkout(tmp_path, repo):
+    start(tmp_path / "run", cwd=repo).finish("interrupted")
+    (repo / "train.py").write_text("lr = 0.5\n")
+    RunRecord.resume(tmp_path / "run", command=["python"], overrides=[], cwd=repo).finish("completed")
+    data = stored(tmp_path / "run")
+    assert data["git"]["dirty"] is False and data["git"]["patch"] is None  # the original session's
+    assert data["resumes"][0]["git"]["dirty"] is True and data["resumes"][0]["git"]["patch"] == "git.resume1.patch"
+    assert "+lr = 0.5" in (tmp_path / "run" / "git.resume1.patch").read_text()
+    shown = cli("show", str(tmp_path / "run"), cwd=tmp_path).stdout
+    assert f"(git {git(repo, 'rev-parse', 'HEAD')[:12]} dirty)" in shown.splitlines()[-1]
 
 
 def test_outside_git_or_without_git_the_git_field_is_null(tmp_path, monkeypatch):
@@ -508,17 +547,31 @@ def test_show_and_diff(tmp_path, runs):
 
 def test_rerun_prints_the_entry_point_with_the_original_overrides(tmp_path, runs):
     gru = runs["gru-builtin-h8"]
-    RunRecord.resume(gru["dir"], command=["python", "src/train.py", "ckpt_path=c"], overrides=["ckpt_path=c"]).finish(
-        "completed"
-    )
+    command = ["python", "src/train.py", "ckpt_path=c"]
+    RunRecord.resume(gru["dir"], command=command, overrides=["ckpt_path=c"], cwd=tmp_path).finish("completed")
     done = cli("rerun", gru["id"][:8], cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == ""  # no git recorded: nothing to warn about
     assert done.stdout.strip() == "python src/train.py model=gru seed=1 trainer.max_epochs=2 'tags=[a, b]'"
     assert shlex.split(done.stdout)[2:] == gru["overrides"]
 
 
-def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo):
+@pytest.mark.parametrize(
+    "command, entry",
+    [
+        (["/venv/bin/python3", "src/train.py", "-m", "model=gru"], ["/venv/bin/python3", "src/train.py"]),
+        (["python", "-u", "-X", "dev", "-m", "rnnlab.x", "a=1"], ["python", "-u", "-X", "dev", "-m", "rnnlab.x"]),
+        (["/venv/bin/rnnlab-train", "model=gru"], ["/venv/bin/rnnlab-train"]),
+        ([], []),
+    ],
+)
+def test_the_entry_point_of_a_recorded_command_leaves_out_its_arguments(command, entry):
+    assert runs_cli.entry_command(command) == entry
+
+
+def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo, monkeypatch):
+    monkeypatch.chdir(repo)  # the run's command is typed in the checkout, where rerun compares the state
     run = make_run(tmp_path, "gru-builtin-h8", "gru", 1, "completed", 0.9, cwd=repo)
+    assert cli("rerun", run["id"][:8], cwd=tmp_path).stderr == ""  # same commit, clean: nothing to say
     (repo / "train.py").write_text("lr = 0.3\n")
     done = cli("rerun", run["id"][:8], cwd=tmp_path)
     (warning,) = done.stderr.strip().splitlines()
@@ -526,7 +579,8 @@ def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo):
     assert done.stdout.startswith("python src/train.py model=gru")
 
 
-def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path):
+def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "script.py").write_text(
         "import sys, pathlib; pathlib.Path('ran.txt').write_text(' '.join(sys.argv[1:]))\n"
     )
@@ -538,10 +592,11 @@ def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path):
         command=["python3", "-u", "script.py", "x=1", "-m"],
         overrides=["x=1", "y='two words'"],
         params={},
-        cwd=tmp_path,
     )
     record.finish("completed")
-    done = cli("rerun", record.id[:8], "--exec", cwd=tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # rerun from another directory: the script runs where it was typed
+    elsewhere.mkdir()
+    done = cli("rerun", record.id[:8], "--exec", "--dir", str(tmp_path / "logs"), cwd=elsewhere)
     assert done.returncode == 0, done.stderr
     assert shlex.split(done.stdout) == ["python", "-u", "script.py", "x=1", "y='two words'"]
     assert (tmp_path / "ran.txt").read_text() == "x=1 y='two words'"
@@ -633,6 +688,8 @@ def test_where_compares_numbers_as_numbers_and_the_rest_as_text():
     assert all(clause.matches(record) for clause in parse_where("model.cell=='gru' and debug_flag=True and lr=0.001"))
     assert not any(clause.matches(record) for clause in parse_where("model.cell>h AND missing=1"))
     assert parse_where("missing!=1")[0].matches(record)  # a run without the key differs from any value
+    with pytest.raises(QueryError, match="a tag takes = or !="):
+        parse_where("tag>a")
 
 
 def test_the_package_stays_a_light_leaf():

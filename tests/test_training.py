@@ -226,12 +226,22 @@ def test_resumed_run_matches_uninterrupted_run(make_cfg):
 
 
 def test_resume_refuses_to_change_the_model(make_cfg):
-    cfg = make_cfg("model=gru", "test=false")
+    cfg = make_cfg("model=gru", "test=false", "~model/scheduler")  # a constant lr: the run can be extended
     train(cfg)
     ckpt = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match="'model=lstm' cannot change on resume"):
         resume_config(ckpt, ["model=lstm"])
     assert resume_config(ckpt, ["trainer.max_epochs=3"]).trainer.max_epochs == 3
+
+
+def test_resume_refuses_to_change_a_one_cycle_schedule(make_cfg):
+    cfg = make_cfg("model=gru", "test=false")
+    train(cfg)
+    ckpt = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    with pytest.raises(
+        ValueError, match=r"trainer.max_epochs=3 \(the run has 1\) cannot change on resume of a one-cycle"
+    ):
+        resume_config(ckpt, ["trainer.max_epochs=3"])
 
 
 def test_eval_reproduces_the_test_metrics_of_the_run(make_cfg, tmp_path, data_dir):

@@ -8,7 +8,8 @@ import torch
 from omegaconf import DictConfig
 
 from rnnlab.app.build import VOCABULARY, load_run, set_threads
-from rnnlab.app.rundirs import run_dir_of_checkpoint
+from rnnlab.app.records import start_record
+from rnnlab.app.rundirs import forget_reserved, load_run_config, run_dir_of_checkpoint
 from rnnlab.models import RecurrentModel
 
 
@@ -28,9 +29,15 @@ def generate_from_checkpoint(cfg: DictConfig) -> str | float:
     check_generative(model)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if model.task.kind == "language_model":
-        return _sample_text_to(out, model, run_dir_of_checkpoint(cfg.ckpt), cfg)
-    return _continue_series_to(out, model, datamodule, cfg)
+    run_dir = run_dir_of_checkpoint(cfg.ckpt)
+    record = start_record(cfg, out, "generate", of_run=load_run_config(run_dir))
+    forget_reserved()
+    with record.guard():
+        if model.task.kind == "language_model":
+            return _sample_text_to(out, model, run_dir, cfg)
+        mse = _continue_series_to(out, model, datamodule, cfg)
+        record.update(metrics={"generate/mse": mse})
+        return mse
 
 
 def _sample_text_to(out: Path, model: RecurrentModel, run_dir: Path, cfg: DictConfig) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import ConfigError, first_line
+from rnnlab.runs.record import reserve_dir
 
 RUN_CONFIG = "config.yaml"  # the resolved config, saved in every run directory
 
@@ -38,21 +40,65 @@ def run_dir_of_checkpoint(ckpt_path: str) -> Path:
     return ckpt.parent.parent
 
 
-def next_version(parent: str | Path) -> Path:
-    """``<parent>/version_<n>`` with n one past the highest existing version: runs are never overwritten."""
-    parent = Path(parent)
-    taken = [int(p.name[8:]) for p in parent.glob("version_*") if p.name[8:].isdigit()]
-    return parent / f"version_{max(taken, default=-1) + 1}"
+# Directories this process reserved (and the topmost folder it created for each), so a command refused after
+# Hydra made its run directory leaves nothing behind.
+_RESERVED: list[tuple[Path, Path]] = []
+
+
+def reserve(parent: str | Path, prefix: str = "version_") -> Path:
+    """Atomically reserve ``<parent>/<prefix><n>`` (n one past the highest taken; concurrent commands get
+    distinct directories) and remember it for ``release_reserved``."""
+    parent = Path(parent).absolute()
+    top = parent
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    created_top = top if not top.exists() else None
+    path = reserve_dir(parent, prefix)
+    _RESERVED.append((path, created_top or path))
+    return path
+
+
+def release_reserved() -> None:
+    """Remove what this process reserved, with the folders it created for it while they hold nothing else."""
+    while _RESERVED:
+        path, top = _RESERVED.pop()
+        shutil.rmtree(path, ignore_errors=True)
+        folder = path.parent
+        while top != path and top in (folder, *folder.parents):
+            try:
+                folder.rmdir()  # only when empty: another run may have arrived meanwhile
+            except OSError:
+                break
+            if folder == top:
+                break
+            folder = folder.parent
+
+
+def forget_reserved() -> None:
+    """The command got under way: what it reserved is its run's and stays."""
+    _RESERVED.clear()
 
 
 def _run_dir(ckpt_path: str | None, runs_dir: str) -> str:
-    """Hydra's run dir: a resumed run continues in its own directory, a new run gets a new version."""
-    return str(run_dir_of_checkpoint(ckpt_path) if ckpt_path else next_version(runs_dir))
+    """Hydra's run dir: a resumed run continues in its own directory, a new run reserves a new version."""
+    return str(run_dir_of_checkpoint(ckpt_path) if ckpt_path else reserve(runs_dir))
 
 
 def _beside_run(ckpt_path: str, kind: str) -> str:
     """``<run dir>/<kind>/version_<n>``: where eval and generation outputs of a checkpoint go."""
-    return str(next_version(run_dir_of_checkpoint(ckpt_path) / kind))
+    return str(reserve(run_dir_of_checkpoint(ckpt_path) / kind))
+
+
+RESUMES_DIR = ".hydra/resumes"  # a resume's own Hydra record, beside the run's original .hydra/
+
+
+def _hydra_subdir(ckpt_path: str | None) -> str:
+    """Where Hydra saves this command's config, overrides and hydra.yaml: ``.hydra`` for a new run; for a
+    resume its own ``.hydra/resumes/resume_<n>``, so the command that made the run is never overwritten."""
+    if not ckpt_path:
+        return ".hydra"
+    run_dir = run_dir_of_checkpoint(ckpt_path)
+    return str(reserve(run_dir / RESUMES_DIR, "resume_").relative_to(run_dir))
 
 
 def upgrade_targets(node: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.app.rundirs import _beside_run, _run_dir
+from rnnlab.app.rundirs import _beside_run, _hydra_subdir, _run_dir, release_reserved
 from rnnlab.errors import CommandError, not_allowed
 
 
@@ -25,7 +25,7 @@ def prepare_entry_point() -> None:
 
 def register_resolvers() -> None:
     """Resolvers used by conf/hydra (cached: Hydra may read the run dir more than once)."""
-    for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run)):
+    for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run), ("hydra_subdir", _hydra_subdir)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
     if not OmegaConf.has_resolver("compare_hidden_size"):  # conf/experiment/compare_cells.yaml
@@ -56,3 +56,36 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
         if isinstance(error.__cause__, ValueError):
             raise SystemExit(f"error: {error.__cause__}") from None
         raise
+
+
+def user_error(error: BaseException) -> str | None:
+    """The one-line message of an error that is the user's (a value or file not allowed), else None."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(error, CommandError):
+        return str(error)
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, ValueError):
+        return str(error.__cause__)  # a constructor rejected a value (the datamodule, the model)
+    return None
+
+
+def run_command(body: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run a command's body inside its Hydra job.
+
+    A user error ends a single run with one line (``error: ...``, exit code 1) and removes the directories
+    the command reserved (its run directory, unless the run got under way); Hydra's own "Error executing
+    job" line is not printed. In a multirun the error is raised for the sweeper or launcher to record.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return body(cfg)
+    except Exception as error:
+        message = user_error(error)
+        if message is None:
+            raise
+        release_reserved()
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        raise SystemExit(f"error: {message}") from None

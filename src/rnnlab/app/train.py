@@ -9,14 +9,25 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from rnnlab.app.build import VOCABULARY, build, set_threads
 from rnnlab.app.launch import check_launch
-from rnnlab.app.rundirs import RUN_CONFIG
+from rnnlab.app.records import (
+    SESSION_STATUS,
+    RecordProgress,
+    fate,
+    session_end_summary,
+    session_start_summaries,
+    start_record,
+    tensorboard_dirs,
+    write_summaries,
+)
+from rnnlab.app.rundirs import RUN_CONFIG, forget_reserved
 from rnnlab.app.validate import validate
 from rnnlab.errors import metric_not_logged
 from rnnlab.models import RecurrentModel
+from rnnlab.models.modules import all_declared_metrics
 from rnnlab.sweep.trial import trial_callbacks
 
 
@@ -43,60 +54,90 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return flat
 
 
-def log_hparams(loggers: list[Logger], params: dict[str, Any], metric_names: tuple[str, ...]) -> None:
-    """Write the HPARAMS summary declaring ``metric_names``; TensorBoard fills them from the run's scalars.
-
-    Lightning's ``log_hyperparams(params, metrics)`` would also write the metric values as scalars at one
-    step, which would put a stray point on the real metric curves; only the summary is written here.
-    """
-    from torch.utils.tensorboard.summary import hparams
-
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            experiment, session_start, session_end = hparams(params, {name: float("nan") for name in metric_names})
-            writer = logger.experiment._get_file_writer()
-            for summary in (experiment, session_start, session_end):
-                writer.add_summary(summary)
-            writer.flush()
-        else:
-            logger.log_hyperparams(params)
-
-
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     """The callback keeping the best checkpoint (the one with a monitored metric; last.ckpt's has none)."""
     return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
 
 
+def train_command(cfg: DictConfig) -> float:
+    """``src/train.py``: train (or resume) the run of ``cfg`` and return its optimised metric."""
+    if cfg.get("ckpt_path"):
+        from hydra.core.hydra_config import HydraConfig
+
+        from rnnlab.app.resume import resume_config
+
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        cfg = resume_config(cfg.ckpt_path, overrides)
+    return optimized_value(cfg, train(cfg))
+
+
 def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``).
 
-    Returns every final metric (val/*, test/*) as floats.
+    Returns every final metric (val/*, test/*) as floats. The run's record (``run.json``) is written when
+    it starts and completed with its fate when it ends, also in TensorBoard's HPARAMS session status.
 
     Under DDP every rank runs this: only rank 0 writes the run directory's files (config, vocabulary, logs,
-    checkpoints), the ranks Lightning launches reuse rank 0's run directory, and every rank returns rank 0's
-    metrics (synced across ranks when logged).
+    checkpoints, record), the ranks Lightning launches reuse rank 0's run directory, and every rank returns
+    rank 0's metrics (synced across ranks when logged).
     """
     validate(cfg)
     set_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
     resuming = bool(cfg.get("ckpt_path"))
+    record = start_record(cfg, run_dir, "train") if rank_zero_only.rank == 0 else None
+    progress = RecordProgress(record) if record else None
+    trainer = None
+    try:
+        # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
+        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *([progress] if progress else [])]
+        datamodule, model, trainer = build(cfg, callbacks)
+        check_launch(trainer)
+        forget_reserved()  # the run is under way: its directory stays, whatever happens now
+        if record is not None:
+            record.update(devices=[str(trainer.strategy.root_device)] * trainer.num_devices)
+            if not resuming:  # a resumed run keeps the config and vocabulary it was made with
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                vocabulary = getattr(datamodule, "vocabulary", None)
+                if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
+                    vocabulary.save(run_dir / VOCABULARY)
+                for log_dir in tensorboard_dirs(trainer):
+                    write_summaries(log_dir, session_start_summaries(flat_hparams(cfg), all_declared_metrics()))
+        metrics = fit_and_test(cfg, datamodule, model, trainer)
+    except BaseException as error:
+        if record is not None:
+            status, line = fate(progress.exception or error)
+            epoch = trainer.current_epoch if trainer is not None else None
+            record.finish(status, error=line, epoch=epoch)
+            if trainer is not None:
+                for log_dir in tensorboard_dirs(trainer):
+                    write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
+            if status == "interrupted" and trainer is not None:
+                print(
+                    f"[rnnlab] interrupted at epoch {epoch}; continue with: python src/train.py "
+                    f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+                )
+        raise
+    if record is not None:
+        record.finish("completed", metrics=metrics, checkpoints=checkpoint_paths(trainer), epoch=trainer.current_epoch)
+        for log_dir in tensorboard_dirs(trainer):
+            write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
+            drop_empty_hparams_file(log_dir)
+        print(summary_line(cfg, model, metrics, run_dir))
+    # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
+    # abort the finished process ("terminate called without an active exception", exit code -6).
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.strategy.barrier("rnnlab-teardown")
+        torch.distributed.destroy_process_group()
+    return metrics
 
-    # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
-    datamodule, model, trainer = build(cfg, [*extra_callbacks, *trial_callbacks(cfg)])
-    check_launch(trainer)
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        vocabulary = getattr(datamodule, "vocabulary", None)
-        if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
-            vocabulary.save(run_dir / VOCABULARY)
-        if not resuming:
-            log_hparams(trainer.loggers, flat_hparams(cfg), model.summary_metrics)
 
+def fit_and_test(cfg: DictConfig, datamodule, model: RecurrentModel, trainer: pl.Trainer) -> dict[str, float]:
+    """Fit (resuming from ``ckpt_path`` if set), test as ``test``/``test_ckpt`` say; rank 0's final metrics."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-
     checkpoint = _checkpoint_callback(trainer)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     if cfg.get("test", True):
@@ -106,16 +147,26 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     for logger in trainer.loggers:
         logger.finalize("success")
+    return trainer.strategy.broadcast(metrics, src=0)  # one answer, whichever rank is asked
 
-    metrics = trainer.strategy.broadcast(metrics, src=0)  # one answer, whichever rank is asked
-    if trainer.is_global_zero:
-        print(summary_line(cfg, model, metrics, run_dir))
-    # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
-    # abort the finished process ("terminate called without an active exception", exit code -6).
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        trainer.strategy.barrier("rnnlab-teardown")
-        torch.distributed.destroy_process_group()
-    return metrics
+
+def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
+    """The run's best and last checkpoints (None where the run keeps none)."""
+    paths: dict[str, str | None] = {"best": None, "last": None}
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor and callback.best_model_path:
+            paths["best"] = callback.best_model_path
+        if getattr(callback, "last_model_path", None):
+            paths["last"] = callback.last_model_path
+    return paths
+
+
+def drop_empty_hparams_file(log_dir: str) -> None:
+    """Lightning's TensorBoard logger leaves an empty ``hparams.yaml`` (rnnlab's hyperparameters are in the
+    record and the HPARAMS summary); remove it rather than leave a file that says nothing."""
+    path = Path(log_dir) / "hparams.yaml"
+    if path.is_file() and path.read_text().strip() in ("", "{}"):
+        path.unlink()
 
 
 def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, float], run_dir: Path) -> str:

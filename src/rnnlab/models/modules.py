@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from rnnlab.cells import build_encoder, set_forget_bias
 from rnnlab.data.task import TaskSpec
+from rnnlab.data.text import LEVELS
 from rnnlab.models.layers import READOUTS, CompiledOrEager, build_input_layer
 from rnnlab.registry import Registry
 
@@ -171,6 +172,7 @@ class SequenceClassifier(RecurrentModel):
     """
 
     summary_metrics = ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
+    declared_metrics = summary_metrics  # every metric a model of this class may put in TensorBoard's HPARAMS
 
     def __init__(self, task: TaskSpec, **kwargs):
         super().__init__(task, **kwargs)
@@ -217,6 +219,7 @@ class SequenceRegressor(RecurrentModel):
     """
 
     summary_metrics = ("val/mse_best", "val/mse", "val/mse_ratio", "test/mse", "test/mse_ratio")
+    declared_metrics = (*summary_metrics, "val/within_tol", "test/within_tol")
 
     def __init__(self, task: TaskSpec, **kwargs):
         super().__init__(task, **kwargs)
@@ -281,6 +284,11 @@ class SequenceRegressor(RecurrentModel):
         self.log("test/mse_ratio", self.test_mse.compute() / self.task.trivial_mse, sync_dist=True)
 
 
+def _token_summary(metric: str) -> tuple[str, ...]:
+    """A language model's summary metrics for its token metric (bpc or ppl)."""
+    return (f"val/{metric}_best", f"val/{metric}", "val/loss", f"test/{metric}", "test/loss")
+
+
 class LanguageModel(RecurrentModel):
     """Next-token prediction at every step: x (N, T) token indices -> logits (N, T, V), cross-entropy per token.
 
@@ -288,12 +296,15 @@ class LanguageModel(RecurrentModel):
     (bits per character, loss / ln 2) or ``ppl`` (perplexity, exp(loss)); val/<metric>_best.
     """
 
+    declared_metrics = tuple(
+        dict.fromkeys(name for level in LEVELS.values() for name in _token_summary(level.token_metric))
+    )
+
     def __init__(self, task: TaskSpec, **kwargs):
         super().__init__(task, **kwargs)
         if self.hparams.bidirectional:
             raise ValueError("model.bidirectional=true reads the next tokens; a language model must be unidirectional")
-        metric = task.token_metric
-        self.summary_metrics = (f"val/{metric}_best", f"val/{metric}", "val/loss", f"test/{metric}", "test/loss")
+        self.summary_metrics = _token_summary(task.token_metric)
         self.val_token_loss, self.test_token_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(task.output_size, average="micro")
         self.test_acc = MulticlassAccuracy(task.output_size, average="micro")
@@ -338,6 +349,12 @@ MODELS: Registry[type[RecurrentModel]] = Registry("task kind")
 MODELS.register("classification")(SequenceClassifier)
 MODELS.register("regression")(SequenceRegressor)
 MODELS.register("language_model")(LanguageModel)
+
+
+def all_declared_metrics() -> tuple[str, ...]:
+    """Every metric any task's model may declare in TensorBoard's HPARAMS table, so runs of several tasks
+    sharing a log directory all keep their columns there."""
+    return tuple(dict.fromkeys(name for kind in MODELS for name in MODELS.get(kind).declared_metrics))
 
 
 def build_model(task: TaskSpec, **kwargs) -> RecurrentModel:

@@ -329,9 +329,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             text = metric_text if section == "metrics" else value_text
             lines += [f"  {key:<{width}}{text(value)}" for key, value in values.items()]
     for number, entry in enumerate(record.get("resumes") or [], 1):
+        git = entry.get("git")
         lines.append(
             f"resume {number}: {local_time(entry.get('started'))} .. {local_time(entry.get('ended'))} "
             f"{entry.get('status')} {shlex.join(entry.get('overrides') or [])}"
+            + (f" (git {git['commit'][:12]}{' dirty' if git['dirty'] else ''})" if git else "")
             + (f" error: {entry['error']}" if entry.get("error") else "")
         )
     print("\n".join(lines))
@@ -383,10 +385,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def entry_command(command: Sequence[str]) -> list[str]:
-    """``[python, *python options, script or -m module]`` of a recorded command, without its arguments."""
+    """``[python, *python options, script or -m module]`` of a recorded command, without its arguments
+    (for a command that is not Python's, such as a console script: the program alone)."""
     if not command:
         return []
     entry, rest = [command[0]], list(command[1:])
+    if not Path(command[0]).name.startswith("python"):
+        return entry
     while rest:
         arg = rest.pop(0)
         entry.append(arg)

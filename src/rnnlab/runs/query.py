@@ -104,9 +104,7 @@ class Clause:
             has = self.value in (record.get("tags") or [])
             if self.op in ("=", "=="):
                 return has
-            if self.op == "!=":
-                return not has
-            raise QueryError(f"tag{self.op}{self.value} is not allowed; tags take = or !=")
+            return not has
         actual = lookup(record, self.key)
         if actual is _MISSING:
             return self.op == "!="  # a run without the key differs from any value
@@ -136,9 +134,11 @@ def parse_where(text: str) -> list[Clause]:
         if not match or not match.group(3):
             raise QueryError(
                 f"--where {part.strip()!r} is not a condition; write KEY OP VALUE joined by 'and', "
-                f"OP one of {' '.join(OPERATORS[:-2] + ('>', '<'))}, e.g. 'model.cell=gru and val/acc>0.9'"
+                f"OP one of {' '.join(OPERATORS)}, e.g. 'model.cell=gru and val/acc>0.9'"
             )
         key, op, value = match.groups()
+        if key == "tag" and op not in ("=", "==", "!="):
+            raise QueryError(f"--where {part.strip()!r}: a tag takes = or !=, e.g. tag=baseline")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         clauses.append(Clause(key, op, value))
@@ -166,24 +166,25 @@ def parse_statuses(values: Iterable[str]) -> set[str]:
 
 
 def sort_records(records: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
-    """Sort by ``key`` (ascending) or ``-key`` (descending); runs without the key go last either way.
-    Numbers sort before text when a key mixes them."""
+    """Sort by ``key`` (ascending) or ``-key`` (descending); runs without the key go last either way, and
+    numbers come before text when a key mixes them."""
     descending = spec.startswith("-")
     key = spec.lstrip("-+")
     if not key:
         raise QueryError(f"--sort {spec!r} names no key; e.g. --sort -val/acc_best or --sort started")
     check_keys([key], records, "--sort")
-    present, missing = [], []
+    numbers, texts, missing = [], [], []
     for record in records:
         value = lookup(record, key)
-        (missing if value is _MISSING or value is None else present).append((value, record))
-
-    def order(item: tuple[Any, dict]) -> tuple:
-        number = as_number(item[0])
-        return (0, number, "") if number is not None else (1, 0.0, as_text(item[0]))
-
-    present.sort(key=order, reverse=descending)
-    return [record for _, record in present] + [record for _, record in missing]
+        if value is _MISSING or value is None:
+            missing.append(record)
+        elif (number := as_number(value)) is not None:
+            numbers.append((number, record))
+        else:
+            texts.append((as_text(value), record))
+    numbers.sort(key=lambda item: item[0], reverse=descending)
+    texts.sort(key=lambda item: item[0], reverse=descending)
+    return [record for _, record in numbers] + [record for _, record in texts] + missing
 
 
 # ------------------------------------------------------------------------------------------- RUN arguments
@@ -230,15 +231,12 @@ def resolve_run(arg: str, roots: Sequence[Path], records: list[dict[str, Any]] |
 def varying_params(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The param keys whose value is not the same in every record (a missing key counts as a value)."""
     keys = dict.fromkeys(k for r in records for k in r.get("params") or {})
-    varying = []
-    for key in keys:
-        values = {
-            as_text(value) if (value := (r.get("params") or {}).get(key, _MISSING)) is not _MISSING else _MISSING
-            for r in records
-        }
-        if len(values) > 1:
-            varying.append(key)
-    return sorted(varying)
+    return sorted(key for key in keys if len({_param_text(r, key) for r in records}) > 1)
+
+
+def _param_text(record: Mapping[str, Any], key: str) -> str | None:
+    params = record.get("params") or {}
+    return as_text(params[key]) if key in params else None  # None (missing) differs from "null"
 
 
 def metric_names(records: Sequence[Mapping[str, Any]]) -> list[str]:

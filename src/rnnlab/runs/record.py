@@ -2,9 +2,14 @@
 
 A leaf module (stdlib only, no torch): training writes it, the CLI reads thousands of them, both fast.
 Every write is atomic (temp file in the same directory, fsync, ``os.replace``) and holds a lock: a
-``threading.Lock`` against the heartbeat thread and ``fcntl.flock`` on a sidecar file against other
+threading lock against the heartbeat thread and ``fcntl.flock`` on a sidecar file against other
 processes (``rnnlab runs tag`` editing a live run), so a reader never sees half a file and no writer
 drops another's change.
+
+Schema 1 (``rnnlab runs show --json`` prints one): ``schema id name kind dir task parent status error epoch
+command overrides cwd started ended duration_s heartbeat heartbeat_interval host pid devices versions git
+params metrics checkpoints resumes tags note debug``. ``status`` is stored as running, completed, failed or
+interrupted; readers derive "killed" (a running record whose process is gone or silent) and "unreadable".
 """
 
 from __future__ import annotations
@@ -73,7 +78,10 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` so that readers see the old file or the new one, never a mix (temp, fsync, replace)."""
     path = Path(path)
     text = json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
-    fd, tmp = _mkstemp(path)
+    # Not tempfile.mkstemp: its files are private (0600) and the record should be as readable as any file
+    # the user creates (the umask decides), e.g. by colleagues listing a shared logs/ directory.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
@@ -86,19 +94,13 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
         raise
 
 
-def _mkstemp(path: Path) -> tuple[int, str]:
-    import tempfile  # only writers need it
-
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-
-
 @contextlib.contextmanager
 def file_lock(run_dir: str | Path) -> Iterator[None]:
     """An exclusive lock on ``<run_dir>/.run.json.lock`` shared by every process editing that record."""
     if fcntl is None:
         yield
         return
-    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -116,7 +118,11 @@ def _load(run_dir: Path) -> dict[str, Any]:
 
 def edit_record(run_dir: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Re-read, apply ``change`` in place, write back; under the record's lock, so a live run's heartbeat
-    (which takes the user fields from disk under the same lock) neither loses nor clobbers the edit."""
+    (which takes the user fields from disk under the same lock) neither loses nor clobbers the edit.
+
+    Of a live run, only the user fields (``USER_FIELDS``: tags, note) should be edited this way: the running
+    process rewrites all others from its memory.
+    """
     run_dir = Path(run_dir)
     with file_lock(run_dir):
         data = _load(run_dir)
@@ -390,6 +396,17 @@ def _parent(parent: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _git_with_patch(cwd: Path, run_dir: Path, patch_name: str) -> dict[str, Any] | None:
+    """``git_state`` plus ``patch``: the file in ``run_dir`` holding a dirty checkout's changes, else None."""
+    git = git_state(cwd)
+    if git is not None:
+        git["patch"] = None
+        if git["dirty"]:
+            (run_dir / patch_name).write_text(git_patch(cwd), encoding="utf-8")
+            git["patch"] = patch_name
+    return git
+
+
 class RunRecord:
     """The live record of a run this process executes: ``start`` (or ``resume``), ``update``, ``finish``.
 
@@ -428,7 +445,8 @@ class RunRecord:
         heartbeat_interval: float = 30.0,
     ) -> RunRecord:
         """Write ``<run_dir>/run.json`` (status running) and, for a dirty checkout, ``git.patch``; start the
-        heartbeat. ``cwd`` is where git is asked (default: the current directory)."""
+        heartbeat. ``cwd`` is where git is asked (default: the current directory, which is also recorded as
+        the directory the command was run from)."""
         if kind not in KINDS:
             raise ValueError(f"kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
         if heartbeat_interval <= 0:
@@ -439,13 +457,9 @@ class RunRecord:
         if (run_dir / RECORD_FILE).exists():
             raise FileExistsError(f"{run_dir / RECORD_FILE} exists: continue it with RunRecord.resume")
         run_dir.mkdir(parents=True, exist_ok=True)
-        cwd = Path(cwd or os.getcwd()).absolute()
-        git = git_state(cwd)
-        if git is not None:
-            git["patch"] = None
-            if git["dirty"]:
-                (run_dir / PATCH_FILE).write_text(git_patch(cwd), encoding="utf-8")
-                git["patch"] = PATCH_FILE
+        typed_in = os.getcwd()  # where the command was typed: `rnnlab runs rerun --exec` runs it there again
+        cwd = Path(cwd or typed_in).absolute()
+        git = _git_with_patch(cwd, run_dir, PATCH_FILE)
         env = environment()
         started = now_iso()
         data = {
@@ -461,7 +475,7 @@ class RunRecord:
             "epoch": None,
             "command": [str(arg) for arg in command],
             "overrides": [str(arg) for arg in overrides],
-            "cwd": str(cwd),
+            "cwd": typed_in,
             "started": started,
             "ended": None,
             "duration_s": None,
@@ -493,10 +507,12 @@ class RunRecord:
         command: Iterable[str],
         overrides: Iterable[str],
         heartbeat_interval: float = 30.0,
+        cwd: str | Path | None = None,
     ) -> RunRecord:
         """Continue the record of an earlier run in ``run_dir``: a new ``resumes`` entry, status running.
 
-        The original ``command``, ``overrides`` and ``started`` are kept (they recreate the run).
+        The original ``command``, ``overrides``, ``started`` and ``git`` are kept (they recreate the run); the
+        entry has this session's own ``git`` (its changes in ``git.resume<n>.patch`` when dirty).
         """
         run_dir = Path(run_dir).absolute()
         if not (run_dir / RECORD_FILE).is_file():
@@ -505,7 +521,9 @@ class RunRecord:
             data = _load(run_dir)
         env = environment()
         started = now_iso()
-        data.setdefault("resumes", []).append(
+        session = len(data.setdefault("resumes", [])) + 1
+        git = _git_with_patch(Path(cwd or os.getcwd()).absolute(), run_dir, f"git.resume{session}.patch")
+        data["resumes"].append(
             {
                 "command": [str(arg) for arg in command],
                 "overrides": [str(arg) for arg in overrides],
@@ -515,6 +533,7 @@ class RunRecord:
                 "error": None,
                 "pid": env["pid"],
                 "host": env["host"],
+                "git": git,
             }
         )
         data.update(
@@ -611,7 +630,9 @@ class RunRecord:
             self.finish("interrupted")
             raise
         except SystemExit as exit_:
-            if exit_.code in (0, None):
+            if _interrupted(exit_):
+                self.finish("interrupted")
+            elif exit_.code in (0, None):
                 self.finish("completed")
             else:
                 self.finish("failed", error=str(exit_.code))
@@ -646,6 +667,19 @@ class RunRecord:
     def _start_heartbeat(self) -> None:
         self._thread = threading.Thread(target=self._beat, name=f"rnnlab-heartbeat-{self.id[:8]}", daemon=True)
         self._thread.start()
+
+
+def _interrupted(error: BaseException) -> bool:
+    """Whether a SystemExit stands for an interruption. Lightning's trainer turns Ctrl-C (and so SIGTERM under
+    ``interrupt_on_sigterm``) into ``sys.exit(1)`` raised while handling the KeyboardInterrupt; its own SIGTERM
+    handling raises ``SIGTERMException``, a SystemExit without a code (known by name: no Lightning import)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt) or type(error).__name__ == "SIGTERMException":
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 @contextlib.contextmanager
