@@ -145,6 +145,8 @@ class Plan:
             *self.confirm_overrides(cell, params),
             f"seed={seed}",
             *threads,
+            # the record's parent: rnnlab runs lists the study's runs (--where parent.kind=study)
+            f"+parent={override_value({'kind': 'study', 'dir': str(self.dir), 'study': self.name})}",
             f"hydra.run.dir={override_value(str(run_dir))}",
         ]
 

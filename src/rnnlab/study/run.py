@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from rnnlab.errors import CommandError
-from rnnlab.runs.record import edit_record, read_record
+from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"  # src/train.py beside the package
@@ -251,16 +251,6 @@ def _clear_unfinished(job: Confirm) -> None:
     shutil.rmtree(job.dir)
 
 
-def _mark_parent(plan: Plan, run_dir: Path) -> None:
-    """Name the study as the run's parent in its record (what ``rnnlab runs`` shows and filters on)."""
-
-    def change(data: dict[str, Any]) -> None:
-        data["parent"] = {"kind": "study", "dir": str(plan.dir), "study": plan.name, "trial": None}
-
-    with contextlib.suppress(FileNotFoundError, ValueError, OSError):
-        edit_record(run_dir, change)
-
-
 def confirm(plan: Plan, tuned: dict[str, Tuned], children: Children) -> list[Confirm]:
     """Every cell's best retrained with each seed; finished runs (found by their records) are not run again."""
     jobs = confirm_jobs(plan, tuned)
@@ -284,7 +274,6 @@ def confirm(plan: Plan, tuned: dict[str, Tuned], children: Children) -> list[Con
         log_path = plan.log_path(f"confirm-{job.dir.parent.name}-seed{job.seed}")
         started = time.monotonic()
         code, tail = children.run(job.command, log_path)
-        _mark_parent(plan, job.dir)
         record = finished(job.dir)
         if code != 0 or record is None:
             errors.append(_failure(f"confirm run {job.cell} seed {job.seed}", code, tail, log_path))
