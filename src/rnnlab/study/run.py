@@ -335,10 +335,9 @@ def matched_caps(plan: Plan, cfg) -> dict[str, int]:
     return caps
 
 
-def run_study(cfg, plan: Plan) -> Path:
-    """Tune, confirm, report; the path of report.md. Ctrl-C stops the children and raises StudyInterrupted."""
-    from rnnlab.study.report import write_study_report
-
+def run_study(cfg, plan: Plan) -> tuple[dict[str, Tuned], list[Confirm]]:
+    """Tune, then confirm; what was tuned and the confirm runs. Ctrl-C stops the children and raises
+    StudyInterrupted."""
     started = time.monotonic()
     say(
         f"{plan.name}: {', '.join(plan.cells)} on {plan.task}; per cell {plan.trials} trials of ≤ {plan.trial_epochs} "
@@ -358,9 +357,8 @@ def run_study(cfg, plan: Plan) -> Path:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    report = write_study_report(plan, tuned, jobs)
-    say(f"done in {time.monotonic() - started:.0f} s: {report} {report.with_suffix('.png')}")
-    return report
+    say(f"tuned and confirmed in {time.monotonic() - started:.0f} s")
+    return tuned, jobs
 
 
 def _main_thread() -> bool:
