@@ -13,10 +13,10 @@ README's table was measured with one thread per run). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 
+from rnnlab.devices import cpu_share
 from tasks import ROOT, run  # bench/tasks.py
 
 CELLS = ("gru", "lstm", "vanilla")
@@ -29,8 +29,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (threads = cores // jobs)")
     parser.add_argument("--log-dir", default=str(ROOT / "logs" / "results"))
     options = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // options.jobs)
+    threads = cpu_share(options.jobs)
 
     def one(cell: str, seed: int) -> dict[str, str]:
         overrides = [f"experiment=mnist1d_best_{cell}", f"seed={seed}", f"threads={threads}"]

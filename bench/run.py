@@ -23,6 +23,7 @@ import overhead as overhead_bench
 import runs_listing as runs_bench
 import startup as startup_bench
 import sweeps as sweeps_bench
+from rnnlab.devices import available_cores
 
 BENCHMARKS = ("cells", "overhead", "sweeps", "startup", "runs")
 # The framework-overhead models: the default (LSTM) and the other two cells, hidden size 128, flatten readout.
@@ -42,13 +43,6 @@ OVERHEAD_ABLATION = {
         ],
     }.items()
 }
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,17 +37,52 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path, dat
     return compose_run_config(overrides, output_dir, data_dir, config_name)
 
 
+def cli_env(root: Path) -> dict[str, str]:
+    """The environment of a command run as a user would, with logs under ``root`` (RNNLAB_ROOT)."""
+    return {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+
+
 def run_cli(script: str, *args: str, root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``src/<script>`` as a user would, with logs under ``root`` (RNNLAB_ROOT)."""
-    env = {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *args],
         cwd=ROOT,
-        env=env,
+        env=cli_env(root),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_cli(script: str, *args: str, root: Path) -> subprocess.Popen:
+    """Start ``src/<script>`` in the background (its output in pipes), with logs under ``root``."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=ROOT,
+        env=cli_env(root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_session_status(run_dir: Path) -> str | None:
+    """The HPARAMS session-end status a run wrote (``STATUS_SUCCESS``, ...), None when it wrote none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    try:
+        contents = accumulator.PluginTagToContent("hparams").values()
+    except KeyError:  # no HPARAMS summary at all
+        return None
+    status = None
+    for raw in contents:
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_end_info"):
+            status = api_pb2.Status.Name(data.session_end_info.status)
+    return status
 
 
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

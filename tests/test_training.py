@@ -180,8 +180,11 @@ def test_label_smoothing_is_refused_for_regression(make_cfg):
 
 def test_missing_optimized_metric_names_the_logged_ones(make_cfg):
     cfg = make_cfg("optimized_metric=val/f1", "callbacks.model_checkpoint.monitor=val/acc", "test=false")
-    with pytest.raises(ValueError, match=r"optimized_metric='val/f1' was not logged; logged: .*val/acc_best"):
+    # Refused before training, naming the metrics the model logs at every validation.
+    with pytest.raises(ValueError, match=r"optimized_metric='val/f1' is not allowed; allowed: .*val/acc_best"):
         optimized_value(cfg, train(cfg))
+    with pytest.raises(ValueError, match=r"optimized_metric='val/f1' was not logged; logged: .*val/acc_best"):
+        optimized_value(cfg, {"val/acc_best": 0.5})
 
 
 class CrashAtEpoch(pl.Callback):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -41,8 +43,25 @@ def _global_step_of(ckpt_path: str) -> int:
     return int(checkpoint.get("global_step", 0))
 
 
+class _NoAdvertisement(logging.Filter):
+    """Lightning logs a tip for its cloud logger (litlogger) at every trainer start: not ours to print."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """What a user reads is rnnlab's and worth reading: no advertisement, no deprecation notice of
+    Lightning's own internals (torch's pytree API) that a user cannot act on."""
+    rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertisement) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_NoAdvertisement())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
     """Datamodule, model and trainer for a run config (nothing is trained)."""
+    quiet_lightning()
     datamodule = instantiate(cfg.data)
     model: RecurrentModel = instantiate(cfg.model, task=datamodule.task)
     logger_cfg = cfg.get("logger")

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from rnnlab.app.build import load_run, set_threads
 from rnnlab.app.records import start_record
 from rnnlab.app.rundirs import forget_reserved, load_run_config, run_dir_of_checkpoint
+from rnnlab.console import say
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -22,5 +23,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         record.update(metrics=metrics)
-    print("[rnnlab] eval " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f" ckpt={cfg.ckpt_path}")
+    say("eval " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f" ckpt={cfg.ckpt_path}")
     return metrics

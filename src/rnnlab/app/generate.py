@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 from rnnlab.app.build import VOCABULARY, load_run, set_threads
 from rnnlab.app.records import start_record
 from rnnlab.app.rundirs import forget_reserved, load_run_config, run_dir_of_checkpoint
-from rnnlab.models import RecurrentModel
+from rnnlab.console import say, show
+from rnnlab.models import LanguageModel, RecurrentModel
 
 
 def generate_from_checkpoint(cfg: DictConfig) -> str | float:
@@ -33,7 +34,7 @@ def generate_from_checkpoint(cfg: DictConfig) -> str | float:
     record = start_record(cfg, out, "generate", of_run=load_run_config(run_dir))
     forget_reserved()
     with record.guard():
-        if model.task.kind == "language_model":
+        if isinstance(model, LanguageModel):
             return _sample_text_to(out, model, run_dir, cfg)
         mse = _continue_series_to(out, model, datamodule, cfg)
         record.update(metrics={"generate/mse": mse})
@@ -47,8 +48,8 @@ def _sample_text_to(out: Path, model: RecurrentModel, run_dir: Path, cfg: DictCo
     vocabulary = Vocabulary.load(run_dir / VOCABULARY)  # the run's own, whatever the corpus is now
     text = sample_text(model, vocabulary, cfg.prompt, cfg.length, cfg.temperature, cfg.top_k, cfg.seed)
     (out / "sample.txt").write_text(text, encoding="utf-8")
-    print(text)
-    print(f"[rnnlab] generate length={cfg.length} temperature={cfg.temperature} top_k={cfg.top_k} out={out}")
+    show(text)
+    say(f"generate length={cfg.length} temperature={cfg.temperature} top_k={cfg.top_k} out={out}")
     return text
 
 
@@ -68,5 +69,5 @@ def _continue_series_to(out: Path, model: RecurrentModel, datamodule, cfg: DictC
         generated=torch.cat([seed, generated], 1),
     )
     figure.savefig(out / "generation.png", dpi=120)
-    print(f"[rnnlab] generate length={cfg.length} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
+    say(f"generate length={cfg.length} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
     return mse

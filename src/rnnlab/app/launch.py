@@ -9,7 +9,12 @@ from rnnlab.errors import ConfigError
 
 def relaunches_command(trainer: Any) -> bool:
     """Whether Lightning starts the other ranks of this trainer by re-running the command (``strategy: ddp``
-    on several devices of this machine), rather than SLURM/torchrun starting them or no other rank at all."""
+    on several devices of this machine), rather than SLURM/torchrun starting them or no other rank at all.
+
+    The one adapter to a private Lightning API: Lightning has no public way to ask how a strategy starts its
+    ranks, so this checks its launcher class (pytorch-lightning < 3 in pyproject); tests/test_scaling.py
+    builds a ``ddp_sim`` trainer through it and fails loudly if Lightning renames or replaces the class.
+    """
     from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
     launcher = getattr(trainer.strategy, "launcher", None)

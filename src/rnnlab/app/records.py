@@ -15,7 +15,8 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.runs.record import RECORD_FILE, RunRecord, current_command, error_line
+from rnnlab.errors import first_line
+from rnnlab.runs.record import RECORD_FILE, RunRecord, current_command
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the checkout (or install) this code runs from
 
@@ -92,7 +93,7 @@ def fate(error: BaseException) -> tuple[str, str | None]:
 
     if isinstance(error, (KeyboardInterrupt, SIGTERMException)):
         return "interrupted", None
-    return "failed", error_line(error)
+    return "failed", first_line(error)
 
 
 class RecordProgress(pl.Callback):

@@ -48,9 +48,9 @@ def resume_config(ckpt_path: str, overrides: Iterable[str]) -> DictConfig:
         if key in choices or "/" in key or isinstance(OmegaConf.select(cfg, key), DictConfig):
             given = None if deleted else value
             started = choices.get(key)
-            if key in choices and str(given) == str(started):
-                continue  # the run's own group: nothing changes
-            was = f"{key}={started}" if key in choices else f"its own {key}"
+            if (key in choices or deleted) and str(given) == str(started):
+                continue  # the run's own group (or its absence): nothing changes
+            was = f"{key}={started}" if started is not None else f"no {key}" if choices else f"its own {key}"
             raise ConfigError(f"{override!r} cannot change on resume; the run in {run_dir} was started with {was}")
         dotlist.append(f"{key}={value}")
     cfg.merge_with_dotlist(dotlist)

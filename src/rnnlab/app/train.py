@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from rnnlab.app.records import (
 )
 from rnnlab.app.rundirs import RUN_CONFIG, forget_reserved
 from rnnlab.app.validate import validate
-from rnnlab.errors import metric_not_logged
+from rnnlab.console import say
+from rnnlab.errors import ConfigError, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
 from rnnlab.models.modules import all_declared_metrics
 from rnnlab.sweep.trial import trial_callbacks
@@ -94,6 +96,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         callbacks = [*extra_callbacks, *trial_callbacks(cfg), *([progress] if progress else [])]
         datamodule, model, trainer = build(cfg, callbacks)
         check_launch(trainer)
+        check_optimized_metric(cfg, model)
         forget_reserved()  # the run is under way: its directory stays, whatever happens now
         if record is not None:
             record.update(devices=[str(trainer.strategy.root_device)] * trainer.num_devices)
@@ -109,29 +112,38 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     except BaseException as error:
         if record is not None:
             status, line = fate(progress.exception or error)
-            epoch = trainer.current_epoch if trainer is not None else None
-            record.finish(status, error=line, epoch=epoch)
+            record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
             if trainer is not None:
                 for log_dir in tensorboard_dirs(trainer):
                     write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
-            if status == "interrupted" and trainer is not None:
-                print(
-                    f"[rnnlab] interrupted at epoch {epoch}; continue with: python src/train.py "
-                    f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+            if status == "interrupted":
+                say(
+                    f"interrupted after {record.data['epoch'] or 0} epochs; continue with: "
+                    f"python src/train.py ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
                 )
+        if isinstance(error, SystemExit) and not error.code:  # Lightning's SIGTERMException exits with 0
+            raise SystemExit(128 + signal.SIGTERM) from None
         raise
     if record is not None:
         record.finish("completed", metrics=metrics, checkpoints=checkpoint_paths(trainer), epoch=trainer.current_epoch)
         for log_dir in tensorboard_dirs(trainer):
             write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
             drop_empty_hparams_file(log_dir)
-        print(summary_line(cfg, model, metrics, run_dir))
+        say(summary_line(cfg, model, metrics, run_dir))
     # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
     # abort the finished process ("terminate called without an active exception", exit code -6).
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         trainer.strategy.barrier("rnnlab-teardown")
         torch.distributed.destroy_process_group()
     return metrics
+
+
+def check_optimized_metric(cfg: DictConfig, model: RecurrentModel) -> None:
+    """The metric the best checkpoint and a sweeper follow must be one the model logs every validation."""
+    name = cfg.get("optimized_metric")
+    validated = [metric for metric in model.summary_metrics if metric.startswith("val/")]
+    if name is not None and name not in validated:
+        raise ConfigError(not_allowed("optimized_metric", name, validated))
 
 
 def fit_and_test(cfg: DictConfig, datamodule, model: RecurrentModel, trainer: pl.Trainer) -> dict[str, float]:
@@ -154,10 +166,11 @@ def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
     """The run's best and last checkpoints (None where the run keeps none)."""
     paths: dict[str, str | None] = {"best": None, "last": None}
     for callback in trainer.checkpoint_callbacks:
-        if callback.monitor and callback.best_model_path:
-            paths["best"] = callback.best_model_path
-        if getattr(callback, "last_model_path", None):
-            paths["last"] = callback.last_model_path
+        if not callback.best_model_path:
+            continue
+        # conf/callbacks/model_checkpoint.yaml: one callback keeps the best epoch (by the monitored metric),
+        # one with no metric keeps the latest (last.ckpt)
+        paths["best" if callback.monitor else "last"] = callback.best_model_path
     return paths
 
 
@@ -171,7 +184,7 @@ def drop_empty_hparams_file(log_dir: str) -> None:
 
 def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, float], run_dir: Path) -> str:
     shown = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.endswith("_best") or k.startswith("test/"))
-    return f"[rnnlab] {cfg.run_name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
+    return f"{cfg.run_name} params={model.num_parameters:,} {shown} run_dir={run_dir}"
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float:

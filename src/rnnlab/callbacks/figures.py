@@ -7,6 +7,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from rnnlab.models import SequenceRegressor
+
 
 def _new_figure(title: str):
     # A bare Figure (no pyplot): no GUI backend, nothing kept alive in pyplot's registry.
@@ -66,8 +68,7 @@ class PredictionFigures(pl.Callback):
             self.every_n_epochs > 0
             and trainer.is_global_zero  # only rank 0 writes TensorBoard; other ranks need not draw
             and not trainer.sanity_checking
-            and getattr(pl_module, "task", None) is not None
-            and pl_module.task.kind == "regression"
+            and isinstance(pl_module, SequenceRegressor)
             and trainer.current_epoch % self.every_n_epochs == 0
         )
 

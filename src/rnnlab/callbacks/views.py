@@ -8,29 +8,29 @@ import torch
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from rnnlab.callbacks.figures import log_figure
+from rnnlab.models import SequenceClassifier
 
 LAYOUT_CATEGORY = "compare cells: train vs val"
 
 
-def custom_scalars_layout(kind: str) -> dict:
+def custom_scalars_layout(progress_chart: tuple[str, list[str]]) -> dict:
     """Charts for TensorBoard's Custom Scalars tab. Tags are regular expressions; a Multiline chart draws
     every run's matching tags, so each chart shows train and val of every cell (the lab's combined charts).
+    ``progress_chart`` (title, tag patterns) is the model's own measure of progress (``progress_chart``).
     """
     charts = {"loss (train/loss_epoch, val/loss)": ["Multiline", [r"^train/loss_epoch$", r"^val/loss$"]]}
-    if kind == "classification":
-        charts["accuracy (train/acc, val/acc)"] = ["Multiline", [r"^train/acc$", r"^val/acc$"]]
-    else:
-        charts["error (val/mse_ratio)"] = ["Multiline", [r"^val/mse_ratio$"]]
+    title, patterns = progress_chart
+    charts[title] = ["Multiline", list(patterns)]
     charts["gradient norms (grad_norm/*)"] = ["Multiline", [r"^grad_norm/(encoder|readout|head)$"]]
     charts["vanishing: ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖"] = ["Multiline", [r"^grad_norm/first_over_last$"]]
     return {LAYOUT_CATEGORY: charts}
 
 
-def log_layout(loggers: list[Logger], kind: str) -> None:
+def log_layout(loggers: list[Logger], progress_chart: tuple[str, list[str]]) -> None:
     """Write the custom-scalars layout into every TensorBoard logger's events (once, at fit start)."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_custom_scalars(custom_scalars_layout(kind))
+            logger.experiment.add_custom_scalars(custom_scalars_layout(progress_chart))
             logger.experiment.flush()
 
 
@@ -76,14 +76,12 @@ class TensorBoardViews(pl.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.global_step > 0:  # a resumed run: its events already hold both (step 0 is never purged)
             return
-        task = getattr(pl_module, "task", None)
-        log_layout(trainer.loggers, task.kind if task is not None else "regression")
+        log_layout(trainer.loggers, pl_module.progress_chart())
         for logger in trainer.loggers:
             logger.log_metrics({"model/num_parameters": float(pl_module.num_parameters)}, step=trainer.global_step)
 
     def _wanted(self, pl_module) -> bool:
-        task = getattr(pl_module, "task", None)
-        return self.confusion_matrix and task is not None and task.kind == "classification" and not task.per_step
+        return self.confusion_matrix and isinstance(pl_module, SequenceClassifier) and not pl_module.task.per_step
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._counts = None

@@ -6,7 +6,7 @@
 - ``encoders``: the ``model.impl`` registry (``builtin`` torch.nn / ``custom`` from scratch);
 - ``interop``: weights to and from torch.nn (``to_torch``, ``load_from_torch``, ``copy_to_torch``).
 
-May import ``errors`` and ``registry`` only.
+May import ``errors``, ``registry`` and ``console`` only.
 """
 
 from rnnlab.cells.encoders import ENCODERS, build_encoder, set_forget_bias, top_layer_state

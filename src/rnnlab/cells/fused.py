@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import os
 import warnings
 
 import torch
 
-log = logging.getLogger(__name__)
+from rnnlab.console import say
 
 enabled: bool = os.environ.get("RNNLAB_FUSED", "1") != "0"
 
@@ -221,7 +220,7 @@ def _build() -> None:
     directory = os.path.join(root, f"rnnlab_fused-torch{torch.__version__}-{capability}")
     os.makedirs(directory, exist_ok=True)
     if not os.path.exists(os.path.join(directory, "rnnlab_fused.so")):
-        log.info("compiling the fused LSTM kernels (once, 10-20 s) into %s", directory)
+        say(f"compiling the fused LSTM kernels (once, 10-20 s) into {directory}")
     with _exclusive(os.path.join(directory, "build.flock")):
         # torch's own lock file outlives a build that was killed, and would make every later build wait for
         # ever; holding the lock above, no other rnnlab process is building, so one found here is stale.

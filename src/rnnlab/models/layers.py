@@ -11,6 +11,7 @@ from torch import nn
 
 from rnnlab.cells import top_layer_state
 from rnnlab.data.task import ENCODINGS, TaskSpec
+from rnnlab.errors import first_line
 from rnnlab.registry import Registry
 
 
@@ -101,10 +102,8 @@ class CompiledOrEager:
             self._fall_back(error)
 
     def _fall_back(self, error: Exception) -> None:
-        first_line = (str(error).strip().splitlines() or [""])[0]
         warnings.warn(
-            f"model.compile=true: torch.compile failed for {self.name} ({type(error).__name__}: "
-            f"{first_line}); running it uncompiled",
+            f"model.compile=true: torch.compile failed for {self.name} ({first_line(error)}); running it uncompiled",
             RuntimeWarning,
             stacklevel=3,
         )

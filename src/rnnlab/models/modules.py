@@ -24,6 +24,53 @@ from rnnlab.models.layers import READOUTS, CompiledOrEager, build_input_layer
 from rnnlab.registry import Registry
 
 
+def _input_and_encoder(
+    task: TaskSpec,
+    cell: str,
+    impl: str,
+    hidden_size: int,
+    num_layers: int,
+    dropout: float,
+    bidirectional: bool,
+    forget_bias: float | None,
+) -> tuple[nn.Module, nn.Module]:
+    """The layer in front of the encoder (token encodings) and the recurrent encoder itself."""
+    input_layer, encoder_input_size = build_input_layer(task)
+    encoder = build_encoder(
+        impl,
+        cell,
+        input_size=encoder_input_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        dropout=dropout,
+        bidirectional=bidirectional,
+    )
+    if forget_bias is not None:
+        if cell != "lstm":
+            raise ValueError(
+                f"model.forget_bias={forget_bias} is for model=lstm only, not model.cell={cell!r}; leave it null"
+            )
+        set_forget_bias(encoder, float(forget_bias))
+    return input_layer, encoder
+
+
+def _readout_and_head(task: TaskSpec, readout: str, hidden_size: int, bidirectional: bool):
+    """The readout over the encoder's outputs (None for a per-step task: the head reads every step's output)
+    and the linear head."""
+    readout_cls = READOUTS.get(readout)
+    dirs_hidden = hidden_size * (2 if bidirectional else 1)
+    if task.per_step:  # many-to-many
+        return None, nn.Linear(dirs_hidden, task.output_size)
+    return readout_cls(bidirectional), nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
+
+
+def example_input(task: TaskSpec) -> torch.Tensor:
+    """One zero sample shaped as the task's inputs: token ids (1, T) or features (1, T, D)."""
+    if task.encoding is not None:
+        return torch.zeros(1, task.seq_len, dtype=torch.long)
+    return torch.zeros(1, task.seq_len, task.input_size)
+
+
 class RecurrentModel(pl.LightningModule):
     """Encoder + readout + linear head, optimiser and schedule from the config, resumable RNG state.
 
@@ -54,30 +101,10 @@ class RecurrentModel(pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "task"], logger=False)
         self.hparams["task"] = vars(task).copy()
         self.task = task
-        self.input_layer, encoder_input_size = build_input_layer(task)
-        self.encoder = build_encoder(
-            impl,
-            cell,
-            input_size=encoder_input_size,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            dropout=dropout,
-            bidirectional=bidirectional,
+        self.input_layer, self.encoder = _input_and_encoder(
+            task, cell, impl, hidden_size, num_layers, dropout, bidirectional, forget_bias
         )
-        if forget_bias is not None:
-            if cell != "lstm":
-                raise ValueError(
-                    f"model.forget_bias={forget_bias} is for model=lstm only, not model.cell={cell!r}; leave it null"
-                )
-            set_forget_bias(self.encoder, float(forget_bias))
-        readout_cls = READOUTS.get(readout)
-        dirs_hidden = hidden_size * (2 if bidirectional else 1)
-        if task.per_step:  # many-to-many: the head reads every step's output, no readout
-            self.readout = None
-            self.head = nn.Linear(dirs_hidden, task.output_size)
-        else:
-            self.readout = readout_cls(bidirectional)
-            self.head = nn.Linear(readout_cls.num_features(dirs_hidden, task.seq_len), task.output_size)
+        self.readout, self.head = _readout_and_head(task, readout, hidden_size, bidirectional)
         # Dropout on the features the head reads (a flatten readout gives the head T·H inputs to overfit).
         self.readout_dropout = nn.Dropout(readout_dropout) if readout_dropout > 0 else nn.Identity()
         # Per-step metric updates stay on the device: no NaN scan (a NaN loss stays NaN in the epoch mean instead
@@ -86,6 +113,13 @@ class RecurrentModel(pl.LightningModule):
         self.optimizer_factory = optimizer or torch.optim.Adam
         self.scheduler_factory = scheduler
         self._compiled = CompiledOrEager(self._predict_with_state, type(self).__name__) if compile else None
+        # One sample for Lightning's model summary (its sizes and FLOPs columns); not with torch.compile, where
+        # the summary's forward would compile the model once more for a shape training never uses.
+        self.example_input_array = None if compile else example_input(task)
+
+    def progress_chart(self) -> tuple[str, list[str]]:
+        """(title, tag patterns) of the TensorBoard chart that shows this model's progress, train vs val."""
+        return "loss (val/loss)", [r"^val/loss$"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, T, D) -> head outputs: (N, T, O) for a per-step task, else (N, O)."""
@@ -174,6 +208,9 @@ class SequenceClassifier(RecurrentModel):
     summary_metrics = ("val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss")
     declared_metrics = summary_metrics  # every metric a model of this class may put in TensorBoard's HPARAMS
 
+    def progress_chart(self) -> tuple[str, list[str]]:
+        return "accuracy (train/acc, val/acc)", [r"^train/acc$", r"^val/acc$"]
+
     def __init__(self, task: TaskSpec, **kwargs):
         super().__init__(task, **kwargs)
         num_classes = task.output_size
@@ -220,6 +257,9 @@ class SequenceRegressor(RecurrentModel):
 
     summary_metrics = ("val/mse_best", "val/mse", "val/mse_ratio", "test/mse", "test/mse_ratio")
     declared_metrics = (*summary_metrics, "val/within_tol", "test/within_tol")
+
+    def progress_chart(self) -> tuple[str, list[str]]:
+        return "error (val/mse_ratio)", [r"^val/mse_ratio$"]
 
     def __init__(self, task: TaskSpec, **kwargs):
         super().__init__(task, **kwargs)
@@ -284,6 +324,13 @@ class SequenceRegressor(RecurrentModel):
         self.log("test/mse_ratio", self.test_mse.compute() / self.task.trivial_mse, sync_dist=True)
 
 
+# A language model's per-token metric of its mean cross-entropy (nats), by ``data.level``'s token metric.
+TOKEN_METRICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "bpc": lambda loss: loss / math.log(2),  # bits per character
+    "ppl": torch.exp,  # perplexity per word
+}
+
+
 def _token_summary(metric: str) -> tuple[str, ...]:
     """A language model's summary metrics for its token metric (bpc or ppl)."""
     return (f"val/{metric}_best", f"val/{metric}", "val/loss", f"test/{metric}", "test/loss")
@@ -312,7 +359,12 @@ class LanguageModel(RecurrentModel):
         self.val_best.persistent(True)
 
     def token_metric(self, loss: torch.Tensor) -> torch.Tensor:
-        return loss / math.log(2) if self.task.token_metric == "bpc" else loss.exp()
+        """The task's per-token metric of a mean cross-entropy in nats (``TOKEN_METRICS``)."""
+        return TOKEN_METRICS[self.task.token_metric](loss)
+
+    def progress_chart(self) -> tuple[str, list[str]]:
+        metric = self.task.token_metric
+        return f"{metric} (val/{metric})", [rf"^val/{metric}$"]
 
     def _step(self, stage: str, batch) -> torch.Tensor:
         x, y = batch

@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from rnnlab.console import say, show
 from rnnlab.report.read import NoRunsError, find_run_dirs, read_run
 from rnnlab.report.render import figure, log_to_tensorboard, markdown
 from rnnlab.report.stats import Group, group_runs
@@ -60,10 +61,10 @@ class CompareReport(Callback):
         try:
             write_report(sweep_dir)
         except NoRunsError as error:
-            print(f"[rnnlab] report: {error}")
+            say(f"report: {error}")
             return
-        print(f"[rnnlab] report: {sweep_dir / 'report.md'} {sweep_dir / 'report.png'}")
-        print((sweep_dir / "report.md").read_text().split("\n![report]")[0])
+        say(f"report: {sweep_dir / 'report.md'} {sweep_dir / 'report.png'}")
+        show((sweep_dir / "report.md").read_text().split("\n![report]")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     out = Path(args.out or args.logdir)
-    print((out / "report.md").read_text().split("\n![report]")[0])
-    print(f"[rnnlab] report: {out / 'report.md'} {out / 'report.png'}")
+    show((out / "report.md").read_text().split("\n![report]")[0])
+    say(f"report: {out / 'report.md'} {out / 'report.png'}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,9 @@ def read_run(run_dir: Path) -> Run:
 
     from rnnlab.callbacks.diagnostics import read_grad_by_step
 
+    # A resumed run's events restart at its checkpoint's step by design (purge_step): TensorBoard's reader
+    # warns about each such restart, and logs every file it opens; neither is news to the report's reader.
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
     accumulator.Reload()
     scalars, last_wall = {}, None

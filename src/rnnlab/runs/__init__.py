@@ -1,6 +1,10 @@
 """Run records (``run.json`` in every run directory) and the ``rnnlab runs`` command that reads them.
 
-A light leaf package: no torch, Lightning, Hydra or other rnnlab modules, so the CLI starts fast.
+- ``record``: the record (``RunRecord``: start, resume, update, finish; reading, killed detection,
+  atomic directory reservation, git state);
+- ``query``: ``--where`` / ``--sort`` and run lookup; ``cli``: ``rnnlab runs``.
+
+May import ``errors`` only: no torch, Lightning, Hydra or other rnnlab modules, so the CLI starts fast.
 """
 
 from rnnlab.runs.record import (

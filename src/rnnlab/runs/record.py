@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rnnlab.errors import first_line
+
 try:
     import fcntl
 except ImportError:  # not on POSIX: in-process locking only
@@ -62,13 +64,6 @@ def parse_time(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except (TypeError, ValueError):
         return None
-
-
-def error_line(error: BaseException) -> str:
-    """``Type: first non-empty line of the message``: what a traceback's last line shows, in one line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    name = type(error).__name__
-    return (f"{name}: {lines[0]}" if lines else name)[:500]
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -281,7 +276,7 @@ def read_record(run_dir: str | Path) -> dict[str, Any]:
             "name": os.path.basename(run_dir),
             "dir": run_dir,
             "status": "unreadable",
-            "error": f"{RECORD_FILE}: {error_line(error)}",
+            "error": f"{RECORD_FILE}: {first_line(error)[:500]}",
             "params": {},
             "metrics": {},
             "tags": [],
@@ -638,7 +633,7 @@ class RunRecord:
                 self.finish("failed", error=str(exit_.code))
             raise
         except BaseException as error:
-            self.finish("failed", error=error_line(error))
+            self.finish("failed", error=first_line(error)[:500])
             raise
         else:
             self.finish("completed")

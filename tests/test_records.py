@@ -1,0 +1,292 @@
+"""Run records you can trust: nothing of a run is lost, mixed or rewritten, and every run says how it ended.
+
+Each test is a case a user met (issue 16), run through the command line as they would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import ROOT, TINY, cli_env, read_hparams, read_scalars, read_session_status, run_cli, start_cli
+from rnnlab.runs.record import read_record
+
+pytestmark = pytest.mark.slow
+
+QUIET = ["trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
+TWO_EPOCHS = [
+    "model.hidden_size=8",
+    "trainer.max_epochs=2",
+    "++trainer.limit_train_batches=3",
+    "++trainer.limit_val_batches=2",
+    "++trainer.limit_test_batches=2",
+    "threads=1",
+    *QUIET,
+]
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(path.parent for path in (root / "logs").rglob("run.json") if path.parent.name.startswith("version_"))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture
+def finished_gru(tmp_path, data_dir) -> tuple[Path, list[str]]:
+    """A finished 2-epoch GRU run (one-cycle schedule) and the arguments that made it."""
+    args = ["model=gru", *TWO_EPOCHS, "seed=7", f"paths.data_dir={data_dir}"]
+    result = run_cli("train.py", *args, root=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    return run_dir, args
+
+
+def test_concurrent_identical_commands_get_distinct_run_directories(tmp_path, data_dir):
+    args = ["model=vanilla", *TWO_EPOCHS, f"paths.data_dir={data_dir}"]
+    processes = [start_cli("train.py", *args, root=tmp_path) for _ in range(4)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, [err[-2000:] for _, err in outputs]
+    printed = {line.rsplit("run_dir=", 1)[1] for out, _ in outputs for line in out.splitlines() if "run_dir=" in line}
+    dirs = run_dirs(tmp_path)
+    assert len(printed) == 4 and {str(d) for d in dirs} == printed
+    for run_dir in dirs:
+        assert read_record(run_dir)["status"] == "completed"
+        assert len(list(run_dir.rglob("overrides.yaml"))) == 1  # one .hydra record, one run
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-epoch001.ckpt", "last.ckpt"]
+        assert [step for step, _ in read_scalars(run_dir)["val/loss"]] == [2, 5]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["model.cell=lstm"], "model.cell=lstm (the run has gru) does not match the checkpoint"),
+        (["model.hidden_size=16"], "model.hidden_size=16 (the run has 8) does not match the checkpoint"),
+        (["trainer.max_epochs=4"], "trainer.max_epochs=4 (the run has 2) cannot change on resume of a one-cycle run"),
+        (["model=lstm"], "'model=lstm' cannot change on resume; the run in"),
+        ([], "trainer.max_epochs=2 is already reached by the run in"),
+    ],
+)
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, finished_gru, change, message):
+    run_dir, args = finished_gru
+    kept = {path: digest(path) for path in run_dir.rglob("*") if path.is_file() and path.name != ".run.json.lock"}
+    test_metrics = read_scalars(run_dir)["test/acc"]
+
+    refused = run_cli("train.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *change, root=tmp_path)
+    assert message in one_error_line(refused)
+    if change == ["model=lstm"]:
+        assert "was started with model=gru" in refused.stderr
+
+    now = {path: digest(path) for path in run_dir.rglob("*") if path.is_file() and path.name != ".run.json.lock"}
+    assert now == kept  # config.yaml, .hydra/, events, checkpoints, run.json: untouched, nothing added
+    assert read_scalars(run_dir)["test/acc"] == test_metrics
+    evaluated = run_cli("eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", root=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+
+
+def test_resume_with_the_original_command_continues_and_keeps_its_record(tmp_path, data_dir):
+    args = ["model=vanilla", *TWO_EPOCHS, "~model/scheduler", "seed=7", f"paths.data_dir={data_dir}"]
+    first = run_cli("train.py", *args, root=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    config = (run_dir / "config.yaml").read_text()
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    resumed = run_cli(
+        "train.py",
+        *[a for a in args if "max_epochs" not in a],
+        "trainer.max_epochs=3",
+        f"ckpt_path={ckpt}",
+        root=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run_dirs(tmp_path) == [run_dir]
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == overrides  # the command that made the run
+    assert (run_dir / "config.yaml").read_text() == config
+    record = read_record(run_dir)
+    assert record["status"] == "completed" and record["epoch"] == 3
+    assert record["overrides"] == args  # the original command ...
+    (resume,) = record["resumes"]  # ... and the resume's own entry
+    assert resume["status"] == "completed" and f"ckpt_path={ckpt}" in resume["overrides"]
+    assert len(list((run_dir / ".hydra" / "resumes").iterdir())) == 1
+    assert [step for step, _ in read_scalars(run_dir)["val/loss"]] == [2, 5, 8]
+
+
+def test_a_finished_run_has_a_complete_record_and_a_successful_hparams_session(tmp_path, finished_gru):
+    run_dir, args = finished_gru
+    record = read_record(run_dir)
+    assert record["status"] == "completed" and record["epoch"] == 2 and record["kind"] == "train"
+    assert record["name"] == "gru-builtin-h8" and record["task"] == "mnist1d" and record["dir"] == str(run_dir)
+    assert record["overrides"] == args and record["command"][1].endswith("train.py")
+    assert record["params"]["model.cell"] == "gru" and record["params"]["seed"] == 7
+    assert set(record["metrics"]) >= {"val/acc_best", "test/acc", "test/loss"}
+    assert Path(record["checkpoints"]["best"]).is_file() and Path(record["checkpoints"]["last"]).is_file()
+    assert record["versions"]["torch"] and record["versions"]["pytorch-lightning"] and record["devices"] == ["cpu"]
+    assert record["ended"] and record["duration_s"] > 0 and record["pid"] > 0 and record["host"]
+    assert read_session_status(run_dir) == "STATUS_SUCCESS"
+    assert not (run_dir / "hparams.yaml").exists()
+    # The HPARAMS table keeps every task's metric columns, whichever run TensorBoard reads them from.
+    _, metrics = read_hparams(run_dir)
+    assert {"val/acc_best", "test/acc", "val/bpc_best", "test/ppl", "val/mse_best"} <= set(metrics)
+
+
+def wait_for_epoch(run_dir_parent: Path, epoch: int, process, timeout: float = 240) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        for record_file in run_dir_parent.rglob("run.json"):
+            if (json.loads(record_file.read_text()).get("epoch") or 0) >= epoch:
+                return record_file.parent
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch {epoch} within {timeout} s")
+
+
+LONG = [
+    "model=vanilla",
+    "model.hidden_size=8",
+    "trainer.max_epochs=200",
+    "++trainer.limit_train_batches=2",
+    "++trainer.limit_val_batches=1",
+    "~model/scheduler",
+    "threads=1",
+    *QUIET,
+]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "interrupted")])
+def test_an_interrupted_run_says_so_and_can_be_continued(tmp_path, data_dir, sig, status):
+    process = start_cli("train.py", *LONG, f"paths.data_dir={data_dir}", root=tmp_path)
+    run_dir = wait_for_epoch(tmp_path / "logs", 2, process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode != 0
+    record = read_record(run_dir)
+    assert record["status"] == status and record["epoch"] >= 2 and record["ended"], (record, err[-2000:])
+    assert read_session_status(run_dir) == "STATUS_FAILURE"
+
+    resumed = run_cli(
+        "train.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"trainer.max_epochs={record['epoch'] + 1}",
+        root=tmp_path,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_record(run_dir)["status"] == "completed"
+
+
+def test_a_killed_run_reads_as_killed_not_finished(tmp_path, data_dir):
+    process = start_cli("train.py", *LONG, f"paths.data_dir={data_dir}", root=tmp_path)
+    run_dir = wait_for_epoch(tmp_path / "logs", 1, process)
+    process.kill()
+    process.communicate(timeout=60)
+    assert read_record(run_dir)["status"] == "killed"
+    assert read_session_status(run_dir) != "STATUS_SUCCESS"  # none written: TensorBoard shows it unknown
+
+
+def test_a_raising_run_is_failed_with_its_error(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent / "fixtures"))
+    crash = ["+callbacks.crash._target_=crashing.CrashAtEpoch", "+callbacks.crash.epoch=1"]
+    result = run_cli("train.py", "model=vanilla", *TWO_EPOCHS, *crash, f"paths.data_dir={data_dir}", root=tmp_path)
+    assert result.returncode != 0 and "crash at epoch 1" in result.stderr
+    (run_dir,) = run_dirs(tmp_path)  # a real failure keeps its directory, to be looked at
+    record = read_record(run_dir)
+    assert record["status"] == "failed" and record["epoch"] == 1, record
+    assert record["error"] == "RuntimeError: crash at epoch 1"
+    assert read_session_status(run_dir) == "STATUS_FAILURE"
+
+
+def test_an_optimized_metric_the_model_does_not_log_is_refused_before_training(tmp_path, data_dir):
+    result = run_cli("train.py", *TINY, "optimized_metric=val/f1", f"paths.data_dir={data_dir}", root=tmp_path)
+    assert "optimized_metric='val/f1' is not allowed; allowed: val/acc, val/acc_best, val/loss" in one_error_line(
+        result
+    )
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_constructor_error_leaves_no_directory_and_one_line(tmp_path, data_dir):
+    result = run_cli("train.py", *TINY, "data.val_size=0", f"paths.data_dir={data_dir}", root=tmp_path)
+    assert "data.val_size" in one_error_line(result)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_eval_and_generate_outputs_carry_records(tmp_path, data_dir):
+    trained = run_cli("train.py", "data=sine", "model=gru", *TWO_EPOCHS, root=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert run_cli("eval.py", f"ckpt_path={ckpt}", root=tmp_path).returncode == 0
+    assert run_cli("generate.py", f"ckpt={ckpt}", "length=5", root=tmp_path).returncode == 0
+    evaluated = read_record(run_dir / "eval" / "version_0")
+    generated = read_record(run_dir / "generate" / "version_0")
+    assert evaluated["kind"] == "eval" and evaluated["status"] == "completed" and "test/mse" in evaluated["metrics"]
+    assert generated["kind"] == "generate" and "generate/mse" in generated["metrics"]
+    assert evaluated["name"] == "gru-builtin-h8-eval" and evaluated["task"] == "sine"
+
+
+def test_rnnlab_runs_lists_and_reruns_a_real_run_exactly(tmp_path, data_dir):
+    args = ["model=gru", *TWO_EPOCHS, "seed=3", f"paths.data_dir={data_dir}"]
+    assert run_cli("train.py", *args, root=tmp_path).returncode == 0
+    (first,) = run_dirs(tmp_path)
+    record = read_record(first)
+    env = cli_env(tmp_path)
+
+    def runs(*words: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "rnnlab.runs", *words]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    listed = runs("--json")
+    assert listed.returncode == 0 and [r["id"] for r in json.loads(listed.stdout)] == [record["id"]]
+    printed = runs("rerun", record["id"][:6]).stdout.strip()
+    assert printed.endswith(" ".join(args))
+    rerun = runs("rerun", record["id"][:6], "--exec")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    second = next(d for d in run_dirs(tmp_path) if d != first)
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (first, second)]
+    for config in configs:  # where the run's files went is the only difference
+        config.pop("paths")
+        config["trainer"].pop("default_root_dir", None)
+        config["logger"]["tensorboard"].pop("save_dir")
+        for callback in config["callbacks"].values():
+            if callback and "dirpath" in callback:
+                callback.pop("dirpath")
+    assert configs[0] == configs[1]
+
+    def params(run_dir: Path) -> dict:
+        return {k: v for k, v in read_record(run_dir)["params"].items() if k != "trainer.default_root_dir"}
+
+    assert params(first) == params(second)
+
+
+def test_sweep_trials_carry_records_naming_their_sweep(tmp_path, data_dir):
+    result = run_cli(
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        *TWO_EPOCHS,
+        f"paths.data_dir={data_dir}",
+        root=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / "mnist1d-lstm"
+    records = sorted((read_record(d) for d in sweep_dir.glob("trial_*")), key=lambda r: r["parent"]["trial"])
+    assert [r["parent"] for r in records] == [
+        {"kind": "sweep", "dir": str(sweep_dir), "study": "mnist1d-lstm", "trial": number} for number in (0, 1)
+    ]
+    assert all(r["status"] == "completed" and "val/acc_best" in r["metrics"] for r in records)
