@@ -74,6 +74,7 @@ class StudyCallback(Callback):
 
 def main(cfg: DictConfig) -> None:
     """What ``src/study.py`` runs once Hydra has composed ``conf/study.yaml``."""
+    from rnnlab import console
     from rnnlab.errors import CommandError
     from rnnlab.study.report import write_study_report
     from rnnlab.study.run import exit_interrupted, run_study, say
@@ -83,7 +84,7 @@ def main(cfg: DictConfig) -> None:
         tuned, jobs = run_study(cfg, plan)
         report = write_study_report(plan, tuned, jobs)
         say(f"report: {report} {report.with_suffix('.png')}")
-        print(report.read_text().split("\n![report]")[0], flush=True)
+        console.show(report.read_text().split("\n![report]")[0])
     except KeyboardInterrupt:  # StudyInterrupted (children stopped), or Ctrl-C while the report is written
         exit_interrupted(plan.dir)
     except CommandError as error:  # one line, and not Hydra's "Error executing job" before it

@@ -65,11 +65,8 @@ def _importances(study, complete: int) -> tuple[dict[str, float], str | None]:
 
 
 def collect(plan: Plan, tuned: dict[str, Tuned], jobs: list[Confirm]) -> list[CellResult]:
-    import logging
-
     import optuna
 
-    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader logs every file at INFO
     from rnnlab.sweep.storage import open_storage
 
     storage = open_storage(plan.storage)

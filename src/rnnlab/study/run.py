@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from rnnlab import console
 from rnnlab.errors import CommandError
 from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
@@ -40,7 +41,7 @@ class StudyInterrupted(KeyboardInterrupt):
 
 
 def say(message: str) -> None:
-    print(f"[rnnlab] study: {message}", flush=True)
+    console.say(f"study: {message}")
 
 
 # ---------------------------------------------------------------------------------------- children
@@ -374,5 +375,6 @@ def interrupted_message(plan_dir: Path) -> str:
 
 
 def exit_interrupted(plan_dir: Path) -> None:
+    """One line on stderr, exit code 130 (as a shell reports a command stopped by Ctrl-C)."""
     print(interrupted_message(plan_dir), file=sys.stderr, flush=True)
     raise SystemExit(130)
