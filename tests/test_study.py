@@ -89,6 +89,9 @@ def plan_for(tmp_path: Path, monkeypatch, *overrides: str):
     """The study's plan as src/study.py would make it, composed in this process (no run)."""
     monkeypatch.setenv("RNNLAB_ROOT", str(tmp_path))
     GlobalHydra.instance().clear()
+    # No HydraConfig of an earlier composition: with one, merging study.yaml's hydra.run.dir over train's
+    # resolves train's ${run_dir:...}, which reserves a logs/.../version_<n> directory (as a run would).
+    HydraConfig.instance().cfg = None
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("study", overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
@@ -202,7 +205,7 @@ def test_wrong_values_are_named(tmp_path, monkeypatch, overrides, message):
     with pytest.raises(ConfigError) as caught:
         plan_for(tmp_path, monkeypatch, *overrides)
     assert message in str(caught.value) and "\n" not in str(caught.value)
-    assert not any(tmp_path.iterdir())
+    assert not any(tmp_path.iterdir()), list(tmp_path.rglob("*"))
 
 
 def test_cap_space_keeps_the_tags():
