@@ -163,6 +163,9 @@ def test_plan_commands(tmp_path, monkeypatch):
     assert "hydra/sweeper/sampler=random" in sweep and "hydra.sweeper.grace_period=5" in sweep
     assert not any(arg.startswith("hydra.run.dir") for arg in sweep)
     assert f"hydra.sweeper.storage='sqlite:///{tmp_path}/mine/optuna.db'" in sweep
+    assert sweep[-4:-2] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # study.jobs=2
+    plan.sweep_hydra.append("hydra/launcher=basic")  # the user's launcher wins (one value per group)
+    assert "hydra/launcher=joblib" not in plan.sweep_command("gru", Path("train.py"))
     confirm = plan.confirm_command("gru", {"model.hidden_size": 40, "model.optimizer.lr": 0.01}, 1, Path("train.py"))
     assert "trainer.max_epochs=60" in confirm and "seed=1" in confirm and "model.dropout=0.0" in confirm
     assert "model.hidden_size=40" in confirm and "model.hidden_size=32" not in confirm

@@ -104,7 +104,12 @@ class Plan:
         return space
 
     def sweep_command(self, cell: str, train_py: Path) -> list[str]:
-        jobs = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={self.jobs}"] if self.jobs > 1 else []
+        own_launcher = any(override_key(o) == "hydra/launcher" for o in self.sweep_hydra)  # e.g. SLURM: theirs
+        jobs = (
+            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={self.jobs}"]
+            if self.jobs > 1 and not own_launcher
+            else []
+        )
         return [
             sys.executable,
             str(train_py),
