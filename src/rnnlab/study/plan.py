@@ -160,11 +160,11 @@ class Plan:
     def settings(self) -> dict[str, Any]:
         """What the tuning depends on: a rerun with other settings would mix two searches in one study."""
         return {
-            "passthrough": sorted(self.passthrough),
-            "params": dict(sorted(self.space.items())),
-            "trial_epochs": self.trial_epochs,
-            "match": self.match,
-            "max_params": self.max_params,
+            "overrides": sorted(self.passthrough),
+            "study.params": dict(sorted(self.space.items())),
+            "study.trial_epochs": self.trial_epochs,
+            "study.match": self.match,
+            "study.max_params": self.max_params,
         }
 
     def check_settings(self) -> None:
