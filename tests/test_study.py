@@ -341,6 +341,33 @@ def test_a_tiny_study_end_to_end(tmp_path, data_dir):
     assert {r["dir"]: r["id"] for r in confirm_records(tmp_path)} == ids
 
 
+def processes_of(root: Path) -> list[int]:
+    """Live processes started with RNNLAB_ROOT=<root> (a study, its guards, sweeps and their workers)."""
+    marker = f"RNNLAB_ROOT={root}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_a_killed_study_leaves_no_process_behind(tmp_path, data_dir):
+    # Two trials at a time: the sweep runs them in joblib worker processes, grandchildren of the study.
+    study = start_study(tmp_path, data_dir, "study.jobs=2", "study.trials=4", "++trainer.limit_train_batches=200")
+    wait_for(lambda: len(processes_of(tmp_path)) >= 5, study)  # study, guard, sweep, joblib's tracker and workers
+    study.kill()
+    study.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while processes_of(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_of(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_interrupted_study_continues_without_repeating_finished_work(tmp_path, data_dir):
     out = study_dir(tmp_path)

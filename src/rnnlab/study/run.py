@@ -3,8 +3,8 @@
 
 Every sweep and run is a child process running the command a user would type, started in its own
 process group: Ctrl-C reaches the study alone, which hands exactly one SIGINT to each running child and
-waits for it to stop; on Linux a child is also killed when the study is (kill -9), so no orphan keeps
-training. Children write their output to ``logs/<phase>.log`` in the study directory; the study prints
+waits for it to stop; a child's whole group is killed when the study is killed (``guard.py``), so no
+orphan keeps training. Children write their output to ``logs/<phase>.log`` in the study directory; the study prints
 one line per trial and per run.
 """
 
@@ -32,6 +32,7 @@ from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"  # src/train.py beside the package
+GUARD = Path(__file__).resolve().with_name("guard.py")
 STOP_TIMEOUT_S = 60  # how long an interrupted child may take to stop before it is killed
 TRIAL_LINE = re.compile(r"trial (\d+) (COMPLETE|PRUNED|FAIL)\b.*")
 
@@ -47,22 +48,19 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------------------------------- children
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: its own process group, and SIGKILL when the study process dies (Linux)."""
-    os.setsid()
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class Children:
-    """The running child processes; ``stop`` interrupts them all (one SIGINT per process group)."""
+    """The running child processes; ``stop`` interrupts them all (one SIGINT per process group).
+
+    Each child runs under ``guard.py`` in a new session: its own process group, which the guard kills
+    when this process is gone (killed with SIGKILL too), so no sweep or joblib worker trains on alone.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.running: set[subprocess.Popen] = set()
         self.stopping = threading.Event()
+        # The guards read the first end; this process holds the second until it ends (never writes).
+        self.alive_read, self._alive_write = os.pipe()
 
     def run(self, command: list[str], log_path: Path, on_line=None) -> tuple[int, list[str]]:
         """Run ``command`` to its end; (exit code, its last output lines). Output goes to ``log_path``."""
@@ -75,13 +73,14 @@ class Children:
             log.flush()
             with self.lock:
                 process = subprocess.Popen(
-                    command,
+                    [sys.executable, str(GUARD), str(self.alive_read), "--", *command],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     text=True,
                     errors="replace",
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 (only setsid and prctl, no locks)
+                    start_new_session=True,
+                    pass_fds=(self.alive_read,),
                 )
                 self.running.add(process)
             try:
