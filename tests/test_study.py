@@ -264,6 +264,7 @@ def test_match_params_caps_each_cell_under_one_ceiling(tmp_path, monkeypatch, da
         ["study.seeds=0"],
         ["study.params={model.optimizer.lr:'tag(log, interval(1e-3'"],  # the override itself does not parse
         ["data=nope"],
+        ["study.match=params", "study.max_params=100"],  # below every cell's smallest model
     ],
 )
 def test_a_wrong_command_is_one_line_and_writes_nothing(tmp_path, args):

@@ -48,6 +48,10 @@ class StudyCallback(Callback):
         try:
             plan = plan_of(config)
             plan.check_settings()
+            if plan.match == "params":  # a ceiling too low for a cell is a mistake: found here, not later
+                from rnnlab.study.run import matched_caps
+
+                matched_caps(plan, config)
             self._lock(plan.dir)
         except ConfigError as error:
             raise SystemExit(f"error: {error}") from None

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from rnnlab import console
-from rnnlab.errors import CommandError
+from rnnlab.errors import CommandError, ConfigError
 from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
 
@@ -322,8 +322,8 @@ def matched_caps(plan: Plan, cfg) -> dict[str, int]:
     caps = {}
     for cell in plan.cells:
         if count(cell, low) > ceiling:
-            raise CommandError(
-                f"study.max_params={ceiling} is not allowed for {cell}: it has {count(cell, low)} parameters at the "
+            raise ConfigError(
+                f"study.max_params={ceiling} is not allowed for {cell}: it has {count(cell, low):,} parameters at the "
                 f"smallest hidden size searched ({low}); allowed: a larger ceiling or smaller hidden sizes"
             )
         lo, hi = low, high  # the largest h with count(h) <= ceiling (count grows with h)
@@ -331,7 +331,6 @@ def matched_caps(plan: Plan, cfg) -> dict[str, int]:
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if count(cell, mid) <= ceiling else (lo, mid - 1)
         caps[cell] = lo
-    say("parameter ceiling " + f"{ceiling:,}: hidden sizes up to " + ", ".join(f"{c} {h}" for c, h in caps.items()))
     return caps
 
 
@@ -348,6 +347,10 @@ def run_study(cfg, plan: Plan) -> tuple[dict[str, Tuned], list[Confirm]]:
     try:
         if plan.match == "params":
             plan.hidden_caps = matched_caps(plan, cfg)
+            say(
+                "hidden sizes under one parameter ceiling: "
+                + ", ".join(f"{c} ≤ {h}" for c, h in plan.hidden_caps.items())
+            )
         plan.save_settings()
         tuned = {cell: tune(plan, cell, children) for cell in plan.cells}
         jobs = confirm(plan, tuned, children)
