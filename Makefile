@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare runs clean
+.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare runs gpu-check clean
 
 install: $(STAMP)
 
@@ -81,6 +81,12 @@ runs: install
 # `make study ARGS="study.cells=[gru,lstm] study.trials=10 data=adding"`.
 study: install
 	$(PY) src/study.py $(ARGS)
+
+# On a machine with CUDA GPUs: the GPU tests, timed runs, a GPU sweep and the cells bench on the GPU, each within
+# a budget (<= 8 minutes in all); one markdown summary, printed and written to gpu-check-<time>.md (docs/gpu-check.md).
+# Without a GPU it stops at once with one line. `make gpu-check ARGS="--only tests,cells --out summary.md"`.
+gpu-check: install
+	$(PY) bench/gpu_check.py $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)

@@ -7,6 +7,8 @@ is set explicitly, by default to the number of CPU cores this process may use
 ``--quick`` is a smoke run: few repeats, numbers only indicative. On a busy machine, ``--threads 1
 --clock cpu`` times CPU time instead of wall time, which other processes do not inflate (cells: this
 thread's; overhead: this process's). Sweeps and start-up time whole commands: always wall time.
+The cells benchmark also runs on a GPU: ``--only cells --device cuda --hidden-sizes 32,128,512 --batch-sizes
+100,1000`` (one table per batch size; ``make gpu-check`` runs it so).
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {', '.join(BENCHMARKS)}"
     )
+    parser.add_argument("--device", default="cpu", help="cells only: cpu (default) or cuda (cuda:<i>)")
+    parser.add_argument("--hidden-sizes", type=_sizes, default=(32, 128), help="cells: H values (default: 32,128)")
+    parser.add_argument(
+        "--batch-sizes", type=_sizes, default=(100,), help="cells: N values, a table each (default: 100)"
+    )
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu measures one thread: use it with --threads 1")
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
         parser.error(f"--only {unknown[0]!r} is not a benchmark; allowed: {', '.join(BENCHMARKS)}")
+    device = _device(parser, args.device, only, args.clock)
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (5 if args.quick else 60)
@@ -87,10 +95,19 @@ def main(argv: list[str] | None = None) -> None:
 
     tables = {}
     if "cells" in only:
-        print("cells: forward + backward, N=100, T=40, D=1, float32, CPU, median ms ...", flush=True)
-        tables["Cells: custom vs built-in, forward + backward (N=100, T=40, D=1, float32, CPU)"] = cells_bench.markdown(
-            cells_bench.run(repeats=repeats, warmup=1 if args.quick else 5, clock=clock)
-        )
+        where = "CPU" if device.type == "cpu" else f"{device.type} ({torch.cuda.get_device_name(device)})"
+        for batch in args.batch_sizes:
+            print(f"cells: forward + backward, N={batch}, T=40, D=1, float32, {where}, median ms ...", flush=True)
+            rows = cells_bench.run(
+                hidden_sizes=args.hidden_sizes,
+                batch=batch,
+                repeats=repeats,
+                warmup=1 if args.quick else 5,
+                clock=clock,
+                device=str(device),
+            )
+            title = f"Cells: custom vs built-in, forward + backward (N={batch}, T=40, D=1, float32, {where})"
+            tables[title] = cells_bench.markdown(rows, str(device))
     if "overhead" in only:
         print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
         models = {**OVERHEAD_MODELS, **(OVERHEAD_ABLATION if args.overhead_ablation else {})}
@@ -121,6 +138,36 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (a busy machine inflates and skews the numbers)")
     for title, table in tables.items():
         print(f"\n### {title}\n\n{table}")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """'32,128' -> (32, 128): positive integers."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 32,128")
+    return sizes
+
+
+def _device(parser: argparse.ArgumentParser, name: str, only: list[str], clock: str) -> torch.device:
+    """The cells benchmark's device, checked: a GPU only for the cells, with wall time, where one is visible."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device {name!r} is not a torch device; allowed: cpu, cuda, cuda:<index>")
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        parser.error(f"--device {name!r} is not allowed; allowed: cpu, cuda, cuda:<index>")
+    if only != ["cells"]:
+        parser.error("--device applies to the cells benchmark only: use it with --only cells")
+    if clock != "wall":
+        parser.error("--clock cpu does not see GPU work: use wall time with --device cuda")
+    if not torch.cuda.is_available():
+        parser.error(f"--device {name}: no CUDA GPU is visible (torch {torch.__version__})")
+    return device
 
 
 if __name__ == "__main__":

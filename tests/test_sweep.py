@@ -38,7 +38,7 @@ TINY_SWEEP = [
     "+trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=1",
 ]
-# val/loss is NaN when lr=inf; hidden_size=0 is rejected by validation (the job raises).
+# val/loss is NaN when lr=1e30 (inf is refused); hidden_size=0 is rejected by validation (the job raises).
 ON_LOSS = ["optimized_metric=val/loss", "optimized_mode=min"]
 
 
@@ -205,10 +205,10 @@ def test_a_raising_and_a_nan_trial_fail_and_the_sweep_goes_on(tmp_path, data_dir
         "hydra/sweeper/pruner=none",
         "hydra.sweeper.n_trials=3",
         "model.hidden_size=choice(0, 8)",
-        "model.optimizer.lr=choice(inf, 0.01)",
+        "model.optimizer.lr=choice(1e30, 0.01)",
         enqueue(
             {"model.hidden_size": 0, "model.optimizer.lr": 0.01},
-            {"model.hidden_size": 8, "model.optimizer.lr": "inf"},
+            {"model.hidden_size": 8, "model.optimizer.lr": 1e30},
             {"model.hidden_size": 8, "model.optimizer.lr": 0.01},
         ),
     )
@@ -255,8 +255,8 @@ def test_the_pruner_stops_a_bad_trial_and_a_nan_one(tmp_path, data_dir):
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.pruner.n_startup_trials=1",
         "hydra.sweeper.pruner.n_warmup_steps=0",
-        "model.optimizer.lr=choice(0.05, 1e-9, inf)",
-        enqueue({"model.optimizer.lr": 0.05}, {"model.optimizer.lr": 1e-9}, {"model.optimizer.lr": "inf"}),
+        "model.optimizer.lr=choice(0.05, 1e-9, 1e30)",
+        enqueue({"model.optimizer.lr": 0.05}, {"model.optimizer.lr": 1e-9}, {"model.optimizer.lr": 1e30}),
     )
     assert_ok(result)
     study = load(sqlite_url(tmp_path))

@@ -6,6 +6,7 @@ what is allowed, so no traceback is needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from numbers import Real
 from typing import Any
@@ -42,11 +43,13 @@ def check_number(
     low_inclusive: bool = False,
     high: float | None = None,
 ) -> None:
-    """Raise ``ConfigError`` unless ``value`` is a number (an integer) in the given range."""
+    """Raise ``ConfigError`` unless ``value`` is a finite number (an integer) in the given range."""
     ok_type = isinstance(value, int) if integer else isinstance(value, Real)
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{key}={value!r} is not allowed; must be {kind}")
+    if isinstance(value, float) and not math.isfinite(value):  # inf trains to NaN, NaN fails inside torch
+        raise ConfigError(f"{key}={value!r} is not allowed; must be a finite number")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         raise ConfigError(f"{key}={value!r} is not allowed; must be {'>=' if low_inclusive else '>'} {low}")
     if high is not None and value >= high:

@@ -17,8 +17,6 @@ from rnnlab.app.validate import check_trainer
 from rnnlab.devices import available_cores
 from rnnlab.models import RecurrentModel
 
-VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints
-
 
 def set_threads(num_threads: int | None) -> int:
     """Pin torch's intra-op threads: all cores this process may use unless told otherwise.

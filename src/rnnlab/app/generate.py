@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from rnnlab.app.build import VOCABULARY, load_run, set_threads
+from rnnlab.app.build import load_run, set_threads
 from rnnlab.app.records import start_record
-from rnnlab.app.rundirs import forget_reserved, load_run_config, run_dir_of_checkpoint
+from rnnlab.app.rundirs import VOCABULARY, forget_reserved, load_run_config, run_dir_of_checkpoint
 from rnnlab.console import say, show
 from rnnlab.models import LanguageModel, RecurrentModel
 
@@ -27,7 +27,7 @@ def generate_from_checkpoint(cfg: DictConfig) -> str | float:
     datamodule, model, _ = load_run(cfg.ckpt, cfg.paths.output_dir)
     checkpoint = torch.load(cfg.ckpt, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
-    check_generative(model)
+    check_generative(model.task, model.hparams.bidirectional)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_dir = run_dir_of_checkpoint(cfg.ckpt)

@@ -105,7 +105,7 @@ def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> Non
         )
 
     scheduler = OmegaConf.select(cfg, "model.scheduler._target_") or ""
-    if scheduler.endswith("OneCycleLR"):
+    if scheduler.endswith(("one_cycle", "OneCycleLR")):  # rnnlab.models.one_cycle; torch's in older run configs
         budget = [c for c in _changed(cfg, original, "trainer") if "max_epochs" in c or "limit_train_batches" in c]
         budget += _changed(cfg, original, "data.batch_size")
         if budget:

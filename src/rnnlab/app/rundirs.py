@@ -12,6 +12,7 @@ from rnnlab.errors import ConfigError, first_line
 from rnnlab.runs.record import reserve_dir
 
 RUN_CONFIG = "config.yaml"  # the resolved config, saved in every run directory
+VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints
 
 
 # Run configs written before the package was regrouped (2026-12) name the old module paths; their classes
@@ -25,16 +26,16 @@ LEGACY_TARGETS = {
 }
 
 
-def run_dir_of_checkpoint(ckpt_path: str) -> Path:
-    """``<run dir>/checkpoints/<name>.ckpt`` -> ``<run dir>``."""
+def run_dir_of_checkpoint(ckpt_path: str, key: str = "ckpt_path") -> Path:
+    """``<run dir>/checkpoints/<name>.ckpt`` -> ``<run dir>``; errors name the checkpoint as ``key``."""
     ckpt = Path(ckpt_path).expanduser().resolve()
     if not ckpt.is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is not a file; give a checkpoint such as <run dir>/checkpoints/last.ckpt"
+            f"{key}={ckpt_path!r} is not a file; give a checkpoint such as <run dir>/checkpoints/last.ckpt"
         )
     if ckpt.parent.name != "checkpoints" or not (ckpt.parent.parent / RUN_CONFIG).is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt_path!r} is not inside a run directory "
+            f"{key}={ckpt_path!r} is not inside a run directory "
             f"(<run dir>/checkpoints/*.ckpt beside <run dir>/{RUN_CONFIG})"
         )
     return ckpt.parent.parent

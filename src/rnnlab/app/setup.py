@@ -6,6 +6,7 @@ Light on purpose (no torch at import): ``src/train.py`` imports it before Hydra 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,34 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("compare_hidden_size", _compare_hidden_size)
 
 
+# What to give for a mandatory (``???``) value, by key; other keys: ``<key>=<value>``.
+REQUIRED_VALUES = {"ckpt_path": "<run dir>/checkpoints/last.ckpt", "ckpt": "<run dir>/checkpoints/last.ckpt"}
+
+
+def required(error: Exception) -> str:
+    """The message for a mandatory value left unset (OmegaConf names the key only in its message when the
+    value is reached through an interpolation, such as the run directory)."""
+    from omegaconf.errors import MissingMandatoryValue
+
+    key = error.full_key if isinstance(error, MissingMandatoryValue) else None
+    match = re.search(r"Missing mandatory value: ([\w.]+)", str(error))
+    key = key or (match.group(1) if match else "a value")
+    return f"{key} is required; give {key}={REQUIRED_VALUES.get(key, '<value>')}"
+
+
+def unparsable(override: str) -> str:
+    """The message for an override Hydra's grammar rejects: most often a quote or bracket in a free-text value."""
+    key, sep, value = override.partition("=")
+    if not sep:
+        return f"{override!r} cannot be parsed; give key=value"
+    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    shell = '"' + f"{key}={quoted}".replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return (
+        f"{override} cannot be parsed: quote a value with quotes, brackets or commas so Hydra reads {key}={quoted} "
+        f"(in a shell: {shell})"
+    )
+
+
 def _compare_hidden_size(*, _root_: DictConfig) -> int:
     from rnnlab.app.compare import compare_hidden_size  # torch is imported only when a config uses it
 
@@ -40,11 +69,21 @@ def _compare_hidden_size(*, _root_: DictConfig) -> int:
 
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a bad config ends the command with one line naming it, exit code 1."""
-    from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+    from hydra.errors import (
+        ConfigCompositionException,
+        InstantiationException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of Hydra's reporter
     try:
         main()
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as error:  # a ``???`` value not given
+        raise SystemExit(f"error: {required(error)}") from None
+    except OverrideParseException as error:  # e.g. prompt=don't: the apostrophe opens a quoted string
+        raise SystemExit(f"error: {unparsable(error.override)}") from None
     except MissingConfigException as error:
         group, _, option = (error.missing_cfg_file or "").rpartition("/")
         if error.options is None or not group:

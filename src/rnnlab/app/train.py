@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from rnnlab.app.build import VOCABULARY, build, set_threads
+from rnnlab.app.build import build, set_threads
 from rnnlab.app.launch import check_launch
 from rnnlab.app.records import (
     SESSION_STATUS,
@@ -24,7 +24,7 @@ from rnnlab.app.records import (
     tensorboard_dirs,
     write_summaries,
 )
-from rnnlab.app.rundirs import RUN_CONFIG, forget_reserved
+from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
 from rnnlab.app.validate import validate
 from rnnlab.console import say
 from rnnlab.errors import ConfigError, metric_not_logged, not_allowed

@@ -112,6 +112,16 @@ class TensorDataModule(pl.LightningDataModule):
 
     splits: dict[str, TensorPairs]
 
+    @classmethod
+    def check_arguments(cls, **arguments) -> None:
+        """Raise ``ValueError`` (one line naming the ``data.*`` value) for constructor arguments that are not
+        allowed, without generating or reading any data.
+
+        A subclass's constructor calls it first; ``rnnlab.app.validate`` calls it with every constructor
+        argument (defaults filled in) before the run directory exists. Checks that need the data (a corpus
+        too short for its windows) stay in the constructor.
+        """
+
     def placement(self) -> tuple[torch.device, int, int]:
         """(device, rank, number of processes) of the training this datamodule feeds."""
         trainer = self.trainer

@@ -63,15 +63,23 @@ class MNIST1DDataModule(TensorDataModule):
         shuffle_seed: int = 0,
         augment: dict | None = None,
     ):
+        self.check_arguments(batch_size=batch_size, eval_batch_size=eval_batch_size, val_size=val_size, augment=augment)
         super().__init__()
         self.data_dir = data_dir
-        self.batch_size = positive_int("data.batch_size", batch_size)
-        self.eval_batch_size = positive_int("data.eval_batch_size", eval_batch_size)
-        self.val_size = positive_int("data.val_size", val_size)
+        self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.augment = SeriesAugment.from_config(augment)
         self.task = TaskSpec(kind="classification", input_size=1, seq_len=40, output_size=10)
         self.splits: dict[str, TensorPairs] = {}
+
+    @classmethod
+    def check_arguments(
+        cls, *, batch_size: int, eval_batch_size: int, val_size: int, augment: dict | None, **arguments
+    ) -> None:
+        positive_int("data.batch_size", batch_size)
+        positive_int("data.eval_batch_size", eval_batch_size)
+        positive_int("data.val_size", val_size)
+        SeriesAugment.from_config(augment)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Training batches only: augmented on the device (``data.augment``)."""

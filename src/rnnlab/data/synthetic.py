@@ -95,12 +95,16 @@ def classic_adding(num_sequences: int, seq_len: int, generator: torch.Generator)
 # --------------------------------------------------------------------------------------------- sine mixture
 
 
+def check_sine(periods: Sequence[float], noise: float) -> None:
+    if not periods or any(not isinstance(p, (int, float)) or not 0 < p < math.inf for p in periods):
+        raise ValueError(f"data.periods={list(periods)} is not allowed; must be a non-empty list of positive periods")
+    if not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+        raise ValueError(f"data.noise={noise!r} is not allowed; must be a finite number >= 0")
+
+
 def sine_mixture(length: int, periods: Sequence[float], noise: float, generator: torch.Generator) -> torch.Tensor:
     """A series (length,) of equal-amplitude sinusoids with random phases, scaled to peak 1, plus N(0, noise²)."""
-    if not periods or any(p <= 0 for p in periods):
-        raise ValueError(f"data.periods={list(periods)} is not allowed; must be a non-empty list of positive periods")
-    if noise < 0:
-        raise ValueError(f"data.noise={noise!r} is not allowed; must be >= 0")
+    check_sine(periods, noise)
     t = torch.arange(length, dtype=torch.float64)
     phases = torch.rand(len(periods), generator=generator, dtype=torch.float64) * 2 * math.pi
     series = sum(torch.sin(2 * math.pi * t / p + phi) for p, phi in zip(periods, phases)) / len(periods)
@@ -148,8 +152,12 @@ class GeneratedDataModule(TensorDataModule):
 
     def __init__(self, batch_size: int, seed: int, shuffle_seed: int):
         super().__init__()
-        self.batch_size = positive_int("data.batch_size", batch_size)
+        self.batch_size = batch_size
         self.seed, self.shuffle_seed = seed, shuffle_seed
+
+    @classmethod
+    def check_arguments(cls, *, batch_size: int, **arguments) -> None:
+        positive_int("data.batch_size", batch_size)
 
     def _loader(self, split: str) -> DataLoader:
         return self.loader(split, self.batch_size, shuffle=split == "train", seed=self.shuffle_seed)
@@ -176,9 +184,10 @@ class DynamicAddingDataModule(GeneratedDataModule):
         seed: int = 0,
         shuffle_seed: int = 0,
     ):
+        self.check_arguments(
+            num_sequences=num_sequences, seq_len=seq_len, marker_probs=marker_probs, batch_size=batch_size
+        )
         super().__init__(batch_size, seed, shuffle_seed)
-        positive_int("data.num_sequences", num_sequences)
-        check_seq_len("data.seq_len", seq_len)
         self.splits = {
             split: TensorPairs(*dynamic_adding(num_sequences, seq_len, marker_probs, _generator(seed, split)))
             for split in SPLITS
@@ -191,6 +200,13 @@ class DynamicAddingDataModule(GeneratedDataModule):
             per_step=True,
             trivial_mse=trivial_mse(self.splits["train"].y),
         )
+
+    @classmethod
+    def check_arguments(cls, *, num_sequences: int, seq_len: int, marker_probs: Sequence[float], **arguments) -> None:
+        super().check_arguments(**arguments)
+        positive_int("data.num_sequences", num_sequences)
+        check_seq_len("data.seq_len", seq_len)
+        _check_probabilities("data.marker_probs", marker_probs)
 
 
 class AddingDataModule(GeneratedDataModule):
@@ -207,11 +223,11 @@ class AddingDataModule(GeneratedDataModule):
         seed: int = 0,
         shuffle_seed: int = 0,
     ):
+        self.check_arguments(
+            seq_len=seq_len, num_train=num_train, num_val=num_val, num_test=num_test, batch_size=batch_size
+        )
         super().__init__(batch_size, seed, shuffle_seed)
-        check_seq_len("data.seq_len", seq_len)
         sizes = {"train": num_train, "val": num_val, "test": num_test}
-        for split, size in sizes.items():
-            positive_int(f"data.num_{split}", size)
         self.splits = {
             split: TensorPairs(*classic_adding(size, seq_len, _generator(seed, split))) for split, size in sizes.items()
         }
@@ -223,6 +239,13 @@ class AddingDataModule(GeneratedDataModule):
             trivial_mse=trivial_mse(self.splits["train"].y),
             tolerance=tolerance,
         )
+
+    @classmethod
+    def check_arguments(cls, *, seq_len: int, num_train: int, num_val: int, num_test: int, **arguments) -> None:
+        super().check_arguments(**arguments)
+        check_seq_len("data.seq_len", seq_len)
+        for name, size in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+            positive_int(f"data.{name}", size)
 
 
 class SineDataModule(GeneratedDataModule):
@@ -244,9 +267,10 @@ class SineDataModule(GeneratedDataModule):
         seed: int = 0,
         shuffle_seed: int = 0,
     ):
+        self.check_arguments(
+            series_len=series_len, seq_len=seq_len, periods=periods, noise=noise, batch_size=batch_size
+        )
         super().__init__(batch_size, seed, shuffle_seed)
-        check_seq_len("data.seq_len", seq_len)
-        positive_int("data.series_len", series_len)
         self.stateful = stateful
         self.series = {split: sine_mixture(series_len, periods, noise, _generator(seed, split)) for split in SPLITS}
         self.splits = {}
@@ -270,6 +294,15 @@ class SineDataModule(GeneratedDataModule):
             stateful=stateful,
             generative=True,
         )
+
+    @classmethod
+    def check_arguments(
+        cls, *, series_len: int, seq_len: int, periods: Sequence[float], noise: float, **arguments
+    ) -> None:
+        super().check_arguments(**arguments)
+        check_seq_len("data.seq_len", seq_len)
+        positive_int("data.series_len", series_len)
+        check_sine(periods, noise)
 
     def _loader(self, split: str) -> DataLoader:
         if self.stateful:  # one chunk of all streams per batch, in time order; a process keeps its own streams

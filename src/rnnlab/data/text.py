@@ -8,6 +8,7 @@ Batches: x (N, T) token indices, y (N, T) the next token at every step.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections import Counter
@@ -43,16 +44,37 @@ def default_corpus() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
-def read_corpus(path: str | None) -> str:
+CORPUS_SNIFF = 1 << 16  # bytes of a corpus checked before a run starts (a binary file fails in its first bytes)
+
+
+def check_corpus(path: str | None, size: int | None = CORPUS_SNIFF) -> str | None:
+    """``data.path``'s text (its first ``size`` bytes, all if None), or ValueError naming it: not a file, empty,
+    not UTF-8 text. None for the default corpus."""
     if path is None:
-        return default_corpus()
+        return None
     file = Path(path).expanduser()
     if not file.is_file():
         raise ValueError(f"data.path={path!r} is not a file; give a UTF-8 text file, or null for the default corpus")
-    text = file.read_text(encoding="utf-8")
+    try:
+        with file.open("rb") as stream:
+            head = stream.read(-1 if size is None else size)
+        # final=False: a sniffed prefix may end inside a character
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=size is None or len(head) < size)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else f"cannot be read ({error.strerror})"
+        raise ValueError(
+            f"data.path={path!r} {reason}; give a UTF-8 text file, or null for the default corpus"
+        ) from None
+    if "\x00" in text:
+        raise ValueError(f"data.path={path!r} is a binary file; give a UTF-8 text file, or null for the default corpus")
     if not text.strip():
         raise ValueError(f"data.path={path!r} is empty")
     return text
+
+
+def read_corpus(path: str | None) -> str:
+    text = check_corpus(path, size=None)
+    return default_corpus() if text is None else text
 
 
 def char_tokens(text: str, remove_stop_words: bool = False) -> list[str]:
@@ -145,17 +167,18 @@ class TextDataModule(GeneratedDataModule):
         embedding_dim: int = 32,
         shuffle_seed: int = 0,
     ):
+        self.check_arguments(
+            level=level,
+            path=path,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            vocab_size=vocab_size,
+            encoding=encoding,
+            embedding_dim=embedding_dim,
+        )
         super().__init__(batch_size, seed=0, shuffle_seed=shuffle_seed)
-        check_one_of("data.level", level, LEVELS)
-        check_one_of("data.encoding", encoding, ENCODINGS)
-        if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 2):
-            raise ValueError(f"data.vocab_size={vocab_size!r} is not allowed; must be an integer >= 2 (or null)")
-        check_seq_len("data.seq_len", seq_len)
-        positive_int("data.embedding_dim", embedding_dim)
-        for name, fraction in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
-            if not 0 < fraction < 0.5:
-                raise ValueError(f"{name}={fraction!r} is not allowed; must be between 0 and 0.5")
-
         text = read_corpus(path)
         tokens = LEVELS[level].split(text, remove_stop_words)
         n_val, n_test = int(len(tokens) * val_fraction), int(len(tokens) * test_fraction)
@@ -187,3 +210,29 @@ class TextDataModule(GeneratedDataModule):
             embedding_dim=embedding_dim,
             token_metric=LEVELS[level].token_metric,
         )
+
+    @classmethod
+    def check_arguments(
+        cls,
+        *,
+        level: str,
+        path: str | None,
+        seq_len: int,
+        val_fraction: float,
+        test_fraction: float,
+        vocab_size: int | None,
+        encoding: str,
+        embedding_dim: int,
+        **arguments,
+    ) -> None:
+        super().check_arguments(**arguments)
+        check_one_of("data.level", level, LEVELS)
+        check_one_of("data.encoding", encoding, ENCODINGS)
+        if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 2):
+            raise ValueError(f"data.vocab_size={vocab_size!r} is not allowed; must be an integer >= 2 (or null)")
+        check_seq_len("data.seq_len", seq_len)
+        positive_int("data.embedding_dim", embedding_dim)
+        for name, fraction in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+            if not isinstance(fraction, (int, float)) or not 0 < fraction < 0.5:
+                raise ValueError(f"{name}={fraction!r} is not allowed; must be between 0 and 0.5")
+        check_corpus(path)

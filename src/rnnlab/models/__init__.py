@@ -3,6 +3,7 @@
 - ``layers``: token input layers (``INPUT_LAYERS``, one per ``data.encoding``) and readouts (``READOUTS``);
 - ``modules``: ``RecurrentModel`` and one subclass per task kind (classification, regression, language
   model), chosen by ``build_model(task, ...)``;
+- ``schedules``: learning-rate schedules that fit any number of steps (``one_cycle``);
 - ``generation``: feeding a generative model's predictions back (series continuation, text sampling).
 
 May import ``errors``, ``registry``, ``cells`` and ``data``.
@@ -16,7 +17,9 @@ from rnnlab.models.modules import (
     SequenceClassifier,
     SequenceRegressor,
     build_model,
+    saved_task,
 )
+from rnnlab.models.schedules import one_cycle
 
 __all__ = [
     "INPUT_LAYERS",
@@ -28,4 +31,6 @@ __all__ = [
     "SequenceClassifier",
     "SequenceRegressor",
     "build_model",
+    "one_cycle",
+    "saved_task",
 ]

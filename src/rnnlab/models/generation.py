@@ -11,17 +11,20 @@ from collections.abc import Callable
 
 import torch
 
+from rnnlab.data.task import TaskSpec
+from rnnlab.errors import ConfigError
 from rnnlab.models.modules import RecurrentModel
 
 
-def check_generative(model: RecurrentModel) -> None:
-    if not model.task.generative:
-        raise ValueError(
-            f"the task of this model ({model.task.kind}, input_size={model.task.input_size}, "
-            f"output_size={model.task.output_size}) does not predict its own next input; cannot generate"
+def check_generative(task: TaskSpec, bidirectional: bool) -> None:
+    """Raise ``ConfigError`` unless a model of ``task`` can be fed its own predictions."""
+    if not task.generative:
+        raise ConfigError(
+            f"the task of this model ({task.kind}, input_size={task.input_size}, output_size={task.output_size}) "
+            "does not predict its own next input; cannot generate (generate.py takes sine and text runs)"
         )
-    if model.hparams.bidirectional:
-        raise ValueError("model.bidirectional=true reads the future; a bidirectional model cannot generate")
+    if bidirectional:
+        raise ConfigError("model.bidirectional=true reads the future; a bidirectional model cannot generate")
 
 
 @torch.no_grad()
@@ -30,7 +33,7 @@ def roll_forward(
 ) -> torch.Tensor:
     """Read ``seed`` (N, T0, ...) in one pass, then ``steps`` times turn the last prediction (N, 1, O) into the
     next input with ``next_input``, carrying the hidden state. Returns the generated inputs (N, steps, ...)."""
-    check_generative(model)
+    check_generative(model.task, model.hparams.bidirectional)
     if steps < 1:
         raise ValueError(f"length={steps!r} is not allowed; must be >= 1")
     was_training = model.training

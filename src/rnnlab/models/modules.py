@@ -24,6 +24,23 @@ from rnnlab.models.layers import READOUTS, CompiledOrEager, build_input_layer
 from rnnlab.registry import Registry
 
 
+def saved_task(hyper_parameters: dict) -> TaskSpec | None:
+    """The task a checkpoint's model was built for, from its ``hyper_parameters`` (None if they do not say).
+
+    Adapter: checkpoints written before 2026-12-03 hold the attributes of the DictConfig that Hydra's
+    instantiate made of the TaskSpec; ``DictConfig.__setstate__`` (what unpickling a DictConfig calls)
+    rebuilds it. Tested on tests/fixtures/legacy_runs.
+    """
+    task = hyper_parameters.get("task")
+    if isinstance(task, dict) and "_content" in task:
+        from omegaconf import DictConfig, OmegaConf
+
+        legacy = DictConfig({})
+        legacy.__setstate__(task)
+        task = OmegaConf.to_container(legacy)
+    return TaskSpec(**task) if isinstance(task, dict) else None
+
+
 def _input_and_encoder(
     task: TaskSpec,
     cell: str,
@@ -97,6 +114,8 @@ class RecurrentModel(pl.LightningModule):
         compile: bool = False,
     ):
         super().__init__()
+        if not isinstance(task, TaskSpec):  # Hydra's instantiate hands a dataclass argument over as a DictConfig
+            task = TaskSpec(**task)
         # The factories are config objects, not hyperparameters of the weights: keep them out of checkpoints.
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "task"], logger=False)
         self.hparams["task"] = vars(task).copy()

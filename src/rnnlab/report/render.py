@@ -76,63 +76,72 @@ def figure(groups: list[Group]):
     with_grads = [g for g in groups if g.grad_profile() is not None]
     panels = 3 if with_grads else 2
     fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
-    curves, bars = fig.add_subplot(1, panels, 1), fig.add_subplot(1, panels, 2)
-    colors = {g.label + g.task: f"C{i}" for i, g in enumerate(groups)}
-    multi_task = len({g.task for g in groups}) > 1
+    style = _Style(groups)
+    _validation_panel(fig.add_subplot(1, panels, 1), groups, style)
+    _test_panel(fig.add_subplot(1, panels, 2), groups, style)
+    if with_grads:
+        _gradient_panel(fig.add_subplot(1, panels, 3), with_grads, style)
+    return fig
 
-    def name(g: Group) -> str:
-        return f"{g.task}: {g.label}" if multi_task else g.label
 
+class _Style:
+    """One colour per group across the panels; groups named with their task when several tasks are shown."""
+
+    def __init__(self, groups: list[Group]) -> None:
+        self.colors = {g.label + g.task: f"C{i}" for i, g in enumerate(groups)}
+        self.multi_task = len({g.task for g in groups}) > 1
+
+    def color(self, group: Group) -> str:
+        return self.colors[group.label + group.task]
+
+    def name(self, group: Group) -> str:
+        return f"{group.task}: {group.label}" if self.multi_task else group.label
+
+
+def _validation_panel(axes, groups: list[Group], style: _Style) -> None:
     for g in groups:
         epochs, mean, std = g.val_band()
         if len(epochs):
-            color = colors[g.label + g.task]
-            curves.plot(
-                epochs,
-                mean,
-                color=color,
-                marker="." if len(epochs) < 30 else None,
-                label=f"{name(g)} (n={len(g.runs)})",
-            )
-            curves.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-    metric = groups[0].runs[0].base_metric
-    curves.set_xlabel("epoch")
-    curves.set_ylabel(f"val/{metric}")
-    curves.set_title("validation (mean ± std over seeds)")
-    curves.legend(loc="best", fontsize=8)
+            marker = "." if len(epochs) < 30 else None
+            axes.plot(epochs, mean, color=style.color(g), marker=marker, label=f"{style.name(g)} (n={len(g.runs)})")
+            axes.fill_between(epochs, mean - std, mean + std, color=style.color(g), alpha=0.2, linewidth=0)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(f"val/{groups[0].runs[0].base_metric}")
+    axes.set_title("validation (mean ± std over seeds)")
+    axes.legend(loc="best", fontsize=8)
 
+
+def _test_panel(axes, groups: list[Group], style: _Style) -> None:
     for i, g in enumerate(groups):
         mean, std, n = g.test()
-        color = colors[g.label + g.task]
-        bars.bar(i, 0 if math.isnan(mean) else mean, yerr=std if n > 1 else None, color=color, alpha=0.7, capsize=6)
+        value = 0 if math.isnan(mean) else mean
+        axes.bar(i, value, yerr=std if n > 1 else None, color=style.color(g), alpha=0.7, capsize=6)
         values = [r.last(g.test_metric) for r in g.runs]
-        bars.scatter([i] * len(values), values, color="black", s=10, zorder=3)
-    bars.set_xticks(range(len(groups)), [name(g) for g in groups], rotation=20, ha="right", fontsize=8)
-    bars.set_ylabel(groups[0].test_metric)
-    bars.set_title("test (bars: mean ± std; dots: seeds)")
+        axes.scatter([i] * len(values), values, color="black", s=10, zorder=3)
+    axes.set_xticks(range(len(groups)), [style.name(g) for g in groups], rotation=20, ha="right", fontsize=8)
+    axes.set_ylabel(groups[0].test_metric)
+    axes.set_title("test (bars: mean ± std; dots: seeds)")
 
-    if with_grads:
-        grads = fig.add_subplot(1, panels, 3)
-        for g in with_grads:
-            color = colors[g.label + g.task]
-            last = g.grad_profile("last")
-            grads.plot(range(1, len(last) + 1), last, color=color, label=f"{name(g)}, last epoch")
-            first = g.grad_profile("first")
-            if first is not None and not np.array_equal(first, last):
-                grads.plot(
-                    range(1, len(first) + 1),
-                    first,
-                    color=color,
-                    linestyle=":",
-                    linewidth=1,
-                    label=f"{name(g)}, first epoch",
-                )
-        grads.set_yscale("log")
-        grads.set_xlabel("time step t")
-        grads.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")
-        grads.set_title("loss gradient reaching each hidden state")
-        grads.legend(loc="best", fontsize=7)
-    return fig
+
+def _gradient_panel(axes, groups: list[Group], style: _Style) -> None:
+    for g in groups:
+        last = g.grad_profile("last")
+        axes.plot(range(1, len(last) + 1), last, color=style.color(g), label=f"{style.name(g)}, last epoch")
+        first = g.grad_profile("first")
+        if first is not None and not np.array_equal(first, last):
+            axes.plot(
+                range(1, len(first) + 1),
+                first,
+                color=style.color(g),
+                linestyle=":",
+                linewidth=1,
+                label=f"{style.name(g)}, first epoch",
+            )
+    axes.set_yscale("log")
+    axes.set_xlabel("time step t")
+    axes.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")
+    axes.set_title("loss gradient reaching each hidden state")
+    axes.legend(loc="best", fontsize=7)
 
 
 def log_to_tensorboard(out: Path, text: str, fig) -> Path:

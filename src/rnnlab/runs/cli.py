@@ -279,7 +279,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         write_csv(chosen)
     elif not chosen:
         where = ", ".join(str(root) for root in roots_of(args))
-        print(f"no runs under {where}" + (" match" if args.where or args.status else ""))
+        hidden = 0 if args.all else sum(bool(record.get("debug")) for record in records)
+        note = f" ({hidden} debug run{'s' * (hidden != 1)} hidden: --all lists them)" if hidden else ""
+        print(f"no runs under {where}" + (" match" if args.where or args.status else "") + note)
     else:
         shown = f"{len(chosen)} of {len(matching)} runs (--limit 0 lists all)" if len(chosen) < len(matching) else ""
         render_list(chosen, caption=shown)
