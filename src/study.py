@@ -8,18 +8,17 @@ Rerun the same command to continue an interrupted study; docs/study.md.
 import hydra
 from omegaconf import DictConfig
 
-from rnnlab.app.setup import prepare_entry_point  # light: no torch before Hydra composes
-from rnnlab.study import run_app
+from rnnlab.app.setup import prepare_entry_point, run_command, run_hydra_app  # light: no torch yet
 
 prepare_entry_point()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="study")
 def main(cfg: DictConfig) -> None:
-    from rnnlab.study import main as run
+    from rnnlab.study import main as study
 
-    run(cfg)
+    run_command(study, cfg)
 
 
 if __name__ == "__main__":
-    run_app(main)
+    run_hydra_app(main)

@@ -79,7 +79,6 @@ class StudyCallback(Callback):
 def main(cfg: DictConfig) -> None:
     """What ``src/study.py`` runs once Hydra has composed ``conf/study.yaml``."""
     from rnnlab import console
-    from rnnlab.errors import CommandError
     from rnnlab.study.report import write_study_report
     from rnnlab.study.run import exit_interrupted, run_study, say
 
@@ -91,20 +90,6 @@ def main(cfg: DictConfig) -> None:
         console.show(report.read_text().split("\n![report]")[0])
     except KeyboardInterrupt:  # StudyInterrupted (children stopped), or Ctrl-C while the report is written
         exit_interrupted(plan.dir)
-    except CommandError as error:  # one line, and not Hydra's "Error executing job" before it
-        raise SystemExit(f"error: {error}") from None
 
 
-def run_app(hydra_main) -> None:
-    """``run_hydra_app`` (one-line config errors), and an override that does not parse as one line too."""
-    from hydra.errors import OverrideParseException
-
-    from rnnlab.app.setup import run_hydra_app
-
-    try:
-        run_hydra_app(hydra_main)
-    except OverrideParseException as error:
-        raise SystemExit(f"error: {str(error).strip().splitlines()[0]}; see python src/study.py --help") from None
-
-
-__all__ = ["Plan", "StudyCallback", "main", "make_plan", "plan_of", "run_app"]
+__all__ = ["Plan", "StudyCallback", "main", "make_plan", "plan_of"]
