@@ -123,6 +123,8 @@ def test_welch_and_its_verdict():
     assert verdict(d, higher_is_better=False).endswith("vanilla better, significant at 5%")
     close = welch("gru", [0.95, 0.96, 0.955], "lstm", [0.951, 0.962, 0.95])
     assert not close.significant and verdict(close, higher_is_better=True).endswith("not significant at 5%")
+    small = welch("gru", [1e-4, 2e-4, 1.5e-4], "lstm", [4e-4, 5e-4, 4.5e-4])  # MSEs: significant digits
+    assert verdict(small, higher_is_better=False).startswith("lstm vs gru: +0.0003 ± ")
     assert "needs ≥ 2 seeds" in verdict(welch("a", [0.9], "b", [0.8, 0.7]), higher_is_better=True)
     assert "no spread" in verdict(welch("a", [0.9, 0.9], "b", [0.8, 0.8]), higher_is_better=True)
 

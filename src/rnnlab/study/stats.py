@@ -71,14 +71,19 @@ def welch(a: str, values_a: list[float], b: str, values_b: list[float]) -> Diffe
     return Difference(a, b, diff, float(interval.low), float(interval.high), float(result.pvalue), None)
 
 
-def verdict(d: Difference, *, higher_is_better: bool, scale: float = 1.0, unit: str = "", digits: int = 2) -> str:
-    """``gru vs vanilla: +4.12 ± 1.30 points (95% CI), p = 0.004: gru better, significant at 5%``."""
+def verdict(d: Difference, *, higher_is_better: bool, scale: float = 1.0, unit: str = "") -> str:
+    """``gru vs vanilla: +4.12 ± 1.30 points (95% CI), p = 0.004: gru better, significant at 5%``.
+
+    With a ``unit`` (points) two decimals; without (an MSE) three significant digits, whatever the scale.
+    """
     level = f"{round((1 - LEVEL) * 100):g}%"
+    diff, half = d.diff * scale, d.half_width * scale
+    numbers = (f"{diff:+.2f}", f"{half:.2f}") if unit else (f"{diff:+.3g}", f"{half:.2g}")
     unit = f" {unit}" if unit else ""
-    head = f"{d.b} vs {d.a}: {d.diff * scale:+.{digits}f}"
+    head = f"{d.b} vs {d.a}: {numbers[0]}"
     if d.reason is not None:
         return f"{head}{unit}; not tested ({d.reason})"
-    text = f"{head} ± {d.half_width * scale:.{digits}f}{unit} ({LEVEL:.0%} CI), p = {d.p:.2g}"
+    text = f"{head} ± {numbers[1]}{unit} ({LEVEL:.0%} CI), p = {d.p:.2g}"
     if not d.significant:
         return f"{text}: not significant at {level}"
     better = d.b if (d.diff > 0) == higher_is_better else d.a
