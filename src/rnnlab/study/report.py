@@ -150,7 +150,7 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
         ci = f"[{fmt.value(s.low)}, {fmt.value(s.high)}]" if s.n > 1 else "–"
         counts = f"{r.counts.get('COMPLETE', 0)}/{r.counts.get('PRUNED', 0)}/{r.counts.get('FAIL', 0)}"
         lines.append(
-            f"| {r.cell} | {_param_text(r.tuned.params)} | {counts} | {r.tuned.value:.4f} ({r.tuned.trial}) | "
+            f"| {r.cell} | {_param_text(r.tuned.params)} | {counts} | {fmt.value(r.tuned.value)} ({r.tuned.trial}) | "
             f"{fmt.value(s.mean)} ± {fmt.spread(s.std)} | {ci} | {s.n} | {r.params_count} | "
             f"{_num(r.seconds, '.1f')} |"
         )
@@ -182,7 +182,7 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
         for record, run, value in zip(r.records, r.group.runs, r.values):
             best = (record.get("metrics") or {}).get(r.group.best_metric)
             lines.append(
-                f"| {r.cell} | {run.config.get('seed', '?')} | {fmt.value(value)} | {_num(best, '.4f')} | "
+                f"| {r.cell} | {run.config.get('seed', '?')} | {fmt.value(value)} | {fmt.value(best)} | "
                 f"{len(run.val_curve)} | {_num(record.get('duration_s'), '.1f')} | {record.get('status')} | "
                 f"{_relative(run.run_dir, plan.dir)} |"
             )
