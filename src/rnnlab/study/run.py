@@ -221,20 +221,16 @@ def confirm_jobs(plan: Plan, tuned: dict[str, Tuned]) -> list[Confirm]:
     ]
 
 
-def finished(run_dir: Path, test_metric: str | None = None) -> dict[str, Any] | None:
-    """The run's record if it completed (with a test metric, when one is named), else None."""
+def finished(run_dir: Path) -> dict[str, Any] | None:
+    """The run's record if it completed and was tested (a ``test/*`` metric), else None."""
     try:
         record = read_record(run_dir)
     except FileNotFoundError:
         return None
-    if record.get("status") != "completed":
-        return None
-    metrics = record.get("metrics") or {}
-    if test_metric is not None and metrics.get(test_metric) is None:
-        return None
-    if test_metric is None and not any(name.startswith("test/") for name in metrics):
-        return None
-    return record
+    tested = any(
+        name.startswith("test/") and value is not None for name, value in (record.get("metrics") or {}).items()
+    )
+    return record if record.get("status") == "completed" and tested else None
 
 
 def _clear_unfinished(job: Confirm) -> None:
