@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare runs gpu-check clean
+.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check clean
 
 install: $(STAMP)
 
