@@ -412,3 +412,20 @@ def test_interrupted_study_continues_without_repeating_finished_work(tmp_path, d
     assert len(records) == len(CELLS) * 2 and all(r["status"] == "completed" for r in records)
     assert {d: i for d, i in ((r["dir"], r["id"]) for r in records) if d in finished} == finished
     assert (out / "report.md").is_file() and read_record(records[0]["dir"])["parent"]["kind"] == "study"
+
+
+def test_help_and_the_study_package_do_not_import_torch():
+    """`--help` stays fast, and the Hydra callback's module (rnnlab.study) leaves torch to the checks that
+    need it."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['study.py', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('src/study.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import rnnlab.study, rnnlab.study.plan, rnnlab.study.run\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
