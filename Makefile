@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare runs gpu-check clean
+.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check clean
 
 install: $(STAMP)
 
@@ -75,6 +75,12 @@ compare: install
 # `make runs ARGS="show <id>"`; rnnlab runs --help lists the subcommands (show, diff, rerun, tag, note, rm).
 runs: install
 	$(PY) -m rnnlab.runs $(ARGS)
+
+# Every cell tuned with one sweep budget, each best retrained over seeds, the report with confidence intervals
+# and significance (conf/study.yaml, docs/study.md): multirun/study/<task>/<name>/report.md. Rerun to continue.
+# `make study ARGS="study.cells=[gru,lstm] study.trials=10 data=adding"`.
+study: install
+	$(PY) src/study.py $(ARGS)
 
 # On a machine with CUDA GPUs: the GPU tests, timed runs, a GPU sweep and the cells bench on the GPU, each within
 # a budget (<= 8 minutes in all); one markdown summary, printed and written to gpu-check-<time>.md (docs/gpu-check.md).

@@ -21,6 +21,7 @@ LAYERS = [
     {"rnnlab.sweep"},
     {"rnnlab.app"},
     {"rnnlab.report"},
+    {"rnnlab.study"},
 ]
 
 

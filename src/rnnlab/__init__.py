@@ -10,7 +10,8 @@ Packages by role, each importing only those before it:
 - ``runs``: run records and the ``rnnlab runs`` command;
 - ``sweep``: the rnnlab side of Optuna sweeps (storage, results, trials, core sharing, GPU slots);
 - ``app``: what the entry points run (set-up, composition, validation, resume, train/eval/generate);
-- ``report``: the comparison report of a log directory.
+- ``report``: the comparison report of a log directory;
+- ``study``: the fair comparison of cells (tune each with one budget, confirm over seeds, report).
 """
 
 __version__ = "0.1.0"
