@@ -82,7 +82,9 @@ class Plan:
         return f"sqlite:///{self.dir / 'optuna.db'}"
 
     def tune_dir(self, cell: str) -> Path:
-        return self.dir / "tune" / cell
+        # Named as the Optuna study: the sweeper files the trials' TensorBoard events under the sweep folder's
+        # name (logs/<task>/sweeps/<name>-<cell>/), so two studies' cells never share a folder there.
+        return self.dir / "tune" / self.study_name(cell)
 
     def log_path(self, label: str) -> Path:
         return self.dir / "logs" / f"{label}.log"
