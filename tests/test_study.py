@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from scipy import stats
 
-from helpers import CONF, ROOT, run_cli
+from helpers import CONF, ROOT, run_cli, start_cli
 from rnnlab.errors import ConfigError
 from rnnlab.runs.record import find_records, read_record
 from rnnlab.study import make_plan
@@ -62,15 +61,7 @@ def study_args(data_dir: Path, *extra: str) -> list[str]:
 
 
 def start_study(root: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "study.py"), *study_args(data_dir, *extra)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli("study.py", *study_args(data_dir, *extra), root=root)
 
 
 def confirm_records(root: Path) -> list[dict]:

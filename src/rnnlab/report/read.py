@@ -92,15 +92,19 @@ def read_run(run_dir: Path) -> Run:
     logging.getLogger("tensorboard").setLevel(logging.ERROR)
     accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
     accumulator.Reload()
-    scalars, last_wall = {}, None
+    scalars, walls = {}, []
     for tag in accumulator.Tags()["scalars"]:
         events = accumulator.Scalars(tag)
         scalars[tag] = [(e.step, e.value) for e in events]
-        if events:
-            last_wall = max(last_wall or 0.0, max(e.wall_time for e in events))
-    try:
-        wall_time = last_wall - accumulator.FirstEventTimestamp() if last_wall is not None else None
-    except ValueError:  # no events at all
-        wall_time = None
+        walls += [e.wall_time for e in events]
+    wall_time = None
+    if walls:
+        # The first event of the first file read is not always the run's first: files of one second sort by a
+        # counter compared as text ("...10" before "...9"), so the earliest scalar counts as well.
+        try:
+            first = min(min(walls), accumulator.FirstEventTimestamp())
+        except ValueError:
+            first = min(walls)
+        wall_time = max(walls) - first
     config = OmegaConf.to_container(load_run_config(run_dir), resolve=False)
     return Run(run_dir, config, scalars, wall_time, read_grad_by_step(run_dir))
