@@ -18,7 +18,8 @@ def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _num(value: float | None, fmt: str) -> str:
+def format_number(value: float | None, fmt: str) -> str:
+    """``value`` in ``fmt``, or a dash for a missing or non-finite value."""
     return "–" if value is None or not math.isfinite(value) else format(value, fmt)
 
 
@@ -40,8 +41,8 @@ def markdown(logdir: Path, groups: list[Group]) -> str:
         seeds = ",".join(str(r.config.get("seed", "?")) for r in g.runs)
         lines.append(
             f"| {g.task} | {g.label} | {seeds} | {g.params()} | {g.best_metric} {_pm(*g.best())} | "
-            f"{g.test_metric} {_pm(*g.test())} | {g.epochs()} | {_num(g.wall_time(), '.1f')} | "
-            f"{_num(g.grad_ratio(), '.3g')} |"
+            f"{g.test_metric} {_pm(*g.test())} | {g.epochs()} | {format_number(g.wall_time(), '.1f')} | "
+            f"{format_number(g.grad_ratio(), '.3g')} |"
         )
     lines += [
         "",
@@ -55,14 +56,16 @@ def markdown(logdir: Path, groups: list[Group]) -> str:
     for g in groups:
         for r in g.runs:
             lines.append(
-                f"| {g.label} | {r.config.get('seed', '?')} | {_num(r.last(g.best_metric), '.4f')} | "
-                f"{_num(r.last(g.test_metric), '.4f')} | {len(r.val_curve)} | {_num(r.wall_time, '.1f')} | "
-                f"{_relative(r.run_dir, logdir)} |"
+                f"| {g.label} | {r.config.get('seed', '?')} | {format_number(r.last(g.best_metric), '.4f')} | "
+                f"{format_number(r.last(g.test_metric), '.4f')} | {len(r.val_curve)} | "
+                f"{format_number(r.wall_time, '.1f')} | "
+                f"{relative_path(r.run_dir, logdir)} |"
             )
     return "\n".join(lines) + "\n"
 
 
-def _relative(path: Path, base: Path) -> str:
+def relative_path(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` where it lies below it, else as given."""
     try:
         return str(path.resolve().relative_to(base.resolve())) or "."
     except ValueError:

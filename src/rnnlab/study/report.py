@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.report.read import read_run
-from rnnlab.report.render import log_to_tensorboard
+from rnnlab.report.render import format_number, log_to_tensorboard, relative_path
 from rnnlab.report.stats import Group, mean_std
 from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
@@ -152,7 +152,7 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
         lines.append(
             f"| {r.cell} | {_param_text(r.tuned.params)} | {counts} | {fmt.value(r.tuned.value)} ({r.tuned.trial}) | "
             f"{fmt.value(s.mean)} ± {fmt.spread(s.std)} | {ci} | {s.n} | {r.params_count} | "
-            f"{_num(r.seconds, '.1f')} |"
+            f"{format_number(r.seconds, '.1f')} |"
         )
     lines += ["", f"## Pairwise differences ({metric}, Welch's t-test)", ""]
     lines += [f"- {verdict(d, higher_is_better=higher, scale=fmt.scale, unit=fmt.unit)}" for d in diffs] or [
@@ -167,7 +167,7 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
         "|---|" + "---|" * (len(names) + 1),
     ]
     for r in results:
-        cells = [_num(r.importances.get(n), ".2f") for n in names]
+        cells = [format_number(r.importances.get(n), ".2f") for n in names]
         lines.append(f"| {r.cell} | " + " | ".join(cells) + f" | {r.importance_note or ''} |")
     lines += [
         "",
@@ -183,21 +183,10 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
             best = (record.get("metrics") or {}).get(r.group.best_metric)
             lines.append(
                 f"| {r.cell} | {run.config.get('seed', '?')} | {fmt.value(value)} | {fmt.value(best)} | "
-                f"{len(run.val_curve)} | {_num(record.get('duration_s'), '.1f')} | {record.get('status')} | "
-                f"{_relative(run.run_dir, plan.dir)} |"
+                f"{len(run.val_curve)} | {format_number(record.get('duration_s'), '.1f')} | {record.get('status')} | "
+                f"{relative_path(run.run_dir, plan.dir)} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _num(value: Any, fmt: str) -> str:
-    return "–" if value is None or not math.isfinite(value) else format(value, fmt)
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _finite(value: float) -> float | None:
