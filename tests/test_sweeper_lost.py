@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from fixtures.sweep_runs import SPHERE, run_app, start_app
 from helpers import ROOT
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
 
 def wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
@@ -45,19 +47,29 @@ SPHERE_ARGS = ["-m", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1"]
 
 @pytest.mark.slow
 def test_ctrl_c_mid_trial_records_it_lost_and_the_rerun_runs_it_again(tmp_path, data_dir):
-    # Ctrl-C reaches the whole foreground process group, as from a terminal; the trial is in Lightning's fit.
+    # Ctrl-C reaches the whole foreground process group, as from a terminal, while the trial is inside
+    # Lightning's fit: held there by a test callback (so a fast machine cannot finish the trial first).
     args = [
-        "-m", "hparams_search=optuna", "model.hidden_size=8", "trainer.max_epochs=4", "+trainer.limit_train_batches=3",
+        "-m", "hparams_search=optuna", "model.hidden_size=8", "trainer.max_epochs=2", "+trainer.limit_train_batches=3",
         "+trainer.limit_val_batches=1", f"paths.data_dir={data_dir}", "hydra.sweeper.n_trials=1",
+        "+callbacks.pause._target_=pausing.PauseInFit",
     ]  # fmt: skip
-    env = {**os.environ, "RNNLAB_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ, "RNNLAB_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(FIXTURES),
+    }  # fmt: skip
+    paused = tmp_path / "paused"
     command = [sys.executable, str(ROOT / "src" / "train.py"), *args]
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        cwd=ROOT,
+        env={**env, "RNNLAB_TEST_PAUSE": str(paused)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    trial_dir = tmp_path / "multirun" / "mnist1d" / "mnist1d-lstm" / "trial_0"
     try:
-        wait_for(lambda: (trial_dir / "config.yaml").exists(), process)  # written just before fit
+        wait_for(paused.exists, process)
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=60)
     finally:
