@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,7 @@ def test_train_resume_and_eval_from_the_command_line(tmp_path, data_dir):
     second = run_cli("train.py", *args, root=tmp_path)  # same settings: a new version, nothing overwritten
     assert second.returncode == 0, second.stderr[-3000:]
     assert (run_dir.parent / "version_1" / "config.yaml").is_file()
+    assert not (tmp_path / "multirun").exists()  # a single run reserves no sweep directory
 
     # Resume a finished 2-epoch run to 3 epochs, in its own directory.
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -74,14 +77,35 @@ def test_unknown_checkpoint_location_is_explained(tmp_path):
 
 
 @pytest.mark.slow
-def test_plain_multirun_writes_one_directory_per_job(tmp_path, data_dir):
+def test_plain_multirun_writes_one_directory_per_job_and_never_shares_a_directory(tmp_path, data_dir):
+    # Multiruns started in the same second as this one (their folders made beforehand, for the next minute)
+    # keep their folders to themselves: this one takes <timestamp>_2, read by its joblib workers as well.
+    tasks = tmp_path / "multirun" / "mnist1d"
+    now = datetime.now()
+    taken = [tasks / (now + timedelta(seconds=s)).strftime("%Y-%m-%d_%H-%M-%S") for s in range(-1, 60)]
+    for folder in taken:
+        folder.mkdir(parents=True)
+        (folder / "another_multirun").write_text("")
     result = run_cli(
-        "train.py", "-m", "model=gru,vanilla", *TINY, "test=false", f"paths.data_dir={data_dir}", root=tmp_path
-    )
+        "train.py", "-m", "model=gru,vanilla", *TINY, "test=false", f"paths.data_dir={data_dir}",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", root=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    (sweep_dir,) = (tmp_path / "multirun" / "mnist1d").iterdir()
-    assert {"0", "1"} <= {p.name for p in sweep_dir.iterdir()}
+    assert all([p.name for p in folder.iterdir()] == ["another_multirun"] for folder in taken)
+    (sweep_dir,) = set(tasks.iterdir()) - set(taken)
+    assert sweep_dir.name.endswith("_2") and sweep_dir.name[:-2] in {p.name for p in taken}
+    assert {"0", "1", "multirun.yaml"} <= {p.name for p in sweep_dir.iterdir()}
     assert all({"val/acc", "val/acc_best"} <= set(read_scalars(sweep_dir / job)) for job in ("0", "1"))
+
+
+def test_a_multirun_directory_is_reserved_atomically(tmp_path):
+    from rnnlab.app.rundirs import _new_sweep_dir
+
+    wanted = tmp_path / "multirun" / "mnist1d" / "2026-12-03_10-00-00"
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(_new_sweep_dir, [str(wanted)] * 8))
+    assert sorted(got) == sorted([str(wanted), *(f"{wanted}_{n}" for n in range(2, 9))])
+    assert all(Path(path).is_dir() for path in got)
 
 
 def test_help_and_the_sweep_parent_do_not_import_torch(tmp_path):

@@ -85,6 +85,24 @@ def _run_dir(ckpt_path: str | None, runs_dir: str) -> str:
     return str(run_dir_of_checkpoint(ckpt_path) if ckpt_path else reserve(runs_dir))
 
 
+def _new_sweep_dir(wanted: str) -> str:
+    """A multirun's directory (``multirun/<task>/<timestamp>``), created here and now: ``<wanted>_2``, ``_3``, ...
+    when another multirun started in the same second already took it, so two multiruns never share jobs'
+    folders. Cached by the resolver: the sweep and its jobs (joblib workers too: Hydra hands them the cache)
+    read the one directory."""
+    wanted_path = Path(wanted).absolute()
+    wanted_path.parent.mkdir(parents=True, exist_ok=True)
+    candidate, number = wanted_path, 1
+    while True:
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            number += 1
+            candidate = wanted_path.with_name(f"{wanted_path.name}_{number}")
+            continue
+        return str(candidate)
+
+
 def _beside_run(ckpt_path: str, kind: str) -> str:
     """``<run dir>/<kind>/version_<n>``: where eval and generation outputs of a checkpoint go."""
     return str(reserve(run_dir_of_checkpoint(ckpt_path) / kind))

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.app.rundirs import _beside_run, _hydra_subdir, _run_dir, release_reserved
+from rnnlab.app.rundirs import _beside_run, _hydra_subdir, _new_sweep_dir, _run_dir, release_reserved
 from rnnlab.errors import CommandError, not_allowed
 
 
@@ -26,7 +26,12 @@ def prepare_entry_point() -> None:
 
 def register_resolvers() -> None:
     """Resolvers used by conf/hydra (cached: Hydra may read the run dir more than once)."""
-    for name, resolver in (("run_dir", _run_dir), ("beside_run", _beside_run), ("hydra_subdir", _hydra_subdir)):
+    for name, resolver in (
+        ("run_dir", _run_dir),
+        ("beside_run", _beside_run),
+        ("hydra_subdir", _hydra_subdir),
+        ("new_sweep_dir", _new_sweep_dir),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
     if not OmegaConf.has_resolver("compare_hidden_size"):  # conf/experiment/compare_cells.yaml
