@@ -168,6 +168,55 @@ with interrupt_on_sigterm(), record.guard():
 """
 
 
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_the_record_is_written_leaves_no_lock_held_and_the_run_still_finishes(tmp_path, monkeypatch):
+    # Ctrl-C landing as the record's file lock is being released (the worst moment: once it landed there, the
+    # lock stayed held by a lost descriptor and the run's last write waited for ever; ~1 in 80 under load).
+    record = start(tmp_path / "run", heartbeat_interval=30.0)
+    lock_file = str(tmp_path / "run" / ".run.json.lock")
+    real_close, landed = os.close, []
+
+    def close_with_ctrl_c(fd: int) -> None:
+        if not landed and os.readlink(f"/proc/self/fd/{fd}") == lock_file:
+            landed.append(fd)
+            signal.raise_signal(signal.SIGINT)  # its handler runs here, before the descriptor is closed
+        real_close(fd)
+
+    monkeypatch.setattr(os, "close", close_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        record.update(epoch=3)
+    monkeypatch.undo()
+    assert landed and stored(tmp_path / "run")["epoch"] == 3  # the write went through, then Ctrl-C took effect
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: BlockingIOError if a descriptor still held it
+    finally:
+        os.close(fd)
+    record.finish("interrupted")
+    assert read_record(tmp_path / "run")["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are back
+
+
+def test_a_lock_held_for_ever_delays_a_write_but_never_stops_it(tmp_path, monkeypatch):
+    import fcntl
+
+    from rnnlab.runs import record as record_module
+
+    record = start(tmp_path / "run", heartbeat_interval=30.0)
+    monkeypatch.setattr(record_module, "LOCK_WAIT_S", 0.3)
+    holder = os.open(tmp_path / "run" / ".run.json.lock", os.O_RDWR)  # e.g. a hung `rnnlab runs tag`
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        record.finish("completed")
+        assert time.monotonic() - started >= 0.3
+    finally:
+        os.close(holder)
+    assert stored(tmp_path / "run")["status"] == "completed"
+
+
 def test_sigterm_reads_as_interrupted(tmp_path):
     process = python(LIVE_RUN, str(tmp_path / "run"), "30", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout.readline().strip() == "ready"

@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -89,18 +90,71 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+LOCK_WAIT_S = 10.0  # how long a writer waits for the record's file lock before writing without it
+
+
 @contextlib.contextmanager
 def file_lock(run_dir: str | Path) -> Iterator[None]:
-    """An exclusive lock on ``<run_dir>/.run.json.lock`` shared by every process editing that record."""
-    if fcntl is None:
+    """An exclusive lock on ``<run_dir>/.run.json.lock`` shared by every process editing that record.
+
+    Taken with signals deferred (a Ctrl-C landing between taking and releasing it would leave it held by a
+    lost descriptor, and the run's last write would wait for ever), and waited for at most ``LOCK_WAIT_S``:
+    a holder that hangs costs an edit's protection (the write itself stays atomic), never the record."""
+    with signals_deferred():
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """In the main thread, SIGINT and SIGTERM arriving inside the block take effect as it ends (re-raised,
+    so their own handlers run then: Ctrl-C still interrupts, a few milliseconds later). Elsewhere, and when
+    signals cannot be caught here, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
+    ended = False
+
+    def defer(signum: int, frame: Any) -> None:
+        if not ended:
+            caught.append(signum)
+            return
+        # Left installed by a signal that landed while the handlers were being restored: act as the handler
+        # it replaced would have.
+        handler = previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, defer)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        ended = True
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
@@ -566,7 +620,7 @@ class RunRecord:
         unknown = sorted(set(fields) - set(self._data) | set(fields) & {"schema", "id"})
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a record field that can be updated")
-        with self._lock:
+        with signals_deferred(), self._lock:
             for key, value in fields.items():
                 if key == "metrics":
                     self._data["metrics"].update(_metrics(value))
@@ -593,7 +647,7 @@ class RunRecord:
         resumed run); stops the heartbeat. Only the first call counts."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status {status!r} is not allowed; allowed: {', '.join(FINAL_STATUSES)}")
-        with self._lock:
+        with signals_deferred(), self._lock:
             if self._finished:
                 return
             self._finished = True
