@@ -47,13 +47,15 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def finished_gru(tmp_path, data_dir) -> tuple[Path, list[str]]:
-    """A finished 2-epoch GRU run (one-cycle schedule) and the arguments that made it."""
+@pytest.fixture(scope="module")
+def finished_gru(tmp_path_factory, data_dir) -> tuple[Path, list[str]]:
+    """A finished 2-epoch GRU run (one-cycle schedule) and the arguments that made it. Trained once for the
+    module: its tests only read it, or check that a refused resume left it as it was."""
+    root = tmp_path_factory.mktemp("finished_gru")
     args = ["model=gru", *TWO_EPOCHS, "seed=7", f"paths.data_dir={data_dir}"]
-    result = run_cli("train.py", *args, root=tmp_path)
+    result = run_cli("train.py", *args, root=root)
     assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_dirs(root)
     return run_dir, args
 
 
