@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,27 @@ BAD_TRAINING_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "overrides, needles", BAD_TRAINING_VALUES, ids=[" ".join(o)[:40] for o, _ in BAD_TRAINING_VALUES]
-)
-def test_a_bad_training_value_is_one_line_and_writes_nothing(tmp_path, overrides, needles):
-    result = run_cli("train.py", *TINY, *overrides, root=tmp_path)
-    assert_refused(result, tmp_path, {}, *needles)
+def run_all(commands: list[tuple[str, list[str], Path]]) -> list:
+    """Run each ``(script, args, root)`` as ``run_cli`` does, three at a time (most of each command is
+    Python's and torch's start-up): the rows' tests then check one result each."""
+    with ThreadPoolExecutor(3) as pool:
+        return list(pool.map(lambda command: run_cli(command[0], *command[1], root=command[2]), commands))
+
+
+@pytest.fixture(scope="module")
+def refused_training(tmp_path_factory) -> list[tuple[object, Path]]:
+    """(result, RNNLAB_ROOT) of ``train.py`` with each of BAD_TRAINING_VALUES, each root empty beforehand."""
+    roots = [tmp_path_factory.mktemp("bad-value") for _ in BAD_TRAINING_VALUES]
+    results = run_all(
+        [("train.py", [*TINY, *overrides], root) for (overrides, _), root in zip(BAD_TRAINING_VALUES, roots)]
+    )
+    return list(zip(results, roots))
+
+
+@pytest.mark.parametrize("row", range(len(BAD_TRAINING_VALUES)), ids=[" ".join(o)[:40] for o, _ in BAD_TRAINING_VALUES])
+def test_a_bad_training_value_is_one_line_and_writes_nothing(refused_training, row):
+    result, root = refused_training[row]
+    assert_refused(result, root, {}, *BAD_TRAINING_VALUES[row][1])
 
 
 def test_a_comparison_of_zero_seeds_is_refused(tmp_path):
@@ -197,27 +213,42 @@ def test_generating_from_a_classifier_is_refused(tmp_path, mnist_ckpt):
     assert_refused(result, tmp_path, before, f"ckpt='{ckpt}'", "classification", "cannot generate")
 
 
-@pytest.mark.parametrize(
-    "argument, needles",
-    [
-        ("temperature=-1", ["temperature=-1", "must be >= 0"]),
-        ("temperature=nan", ["temperature=nan", "must be a finite number"]),
-        ("length=0", ["length=0", "must be >= 1"]),
-        ("length=-5", ["length=-5", "must be >= 1"]),
-        ("prompt=''", ["prompt=''", "give some text"]),
-        ("top_k=0", ["top_k=0", "must be >= 1"]),
-        ("top_k=-3", ["top_k=-3", "must be >= 1"]),
-        (
-            "prompt='Zebra ÿ'",
-            ["prompt='Zebra ÿ'", "characters outside the run's vocabulary of 19 tokens: 'Z', 'a', 'b', 'ÿ'"],
-        ),
-    ],
-)
-def test_a_bad_generation_argument_is_refused(tmp_path, text_ckpt, argument, needles):
-    ckpt = copy_run(text_ckpt, tmp_path)
-    before = tree(tmp_path)
-    result = run_cli("generate.py", f"ckpt={ckpt}", argument, root=tmp_path)
-    assert_refused(result, tmp_path, before, *needles)
+BAD_GENERATION_ARGUMENTS = [
+    ("temperature=-1", ["temperature=-1", "must be >= 0"]),
+    ("temperature=nan", ["temperature=nan", "must be a finite number"]),
+    ("length=0", ["length=0", "must be >= 1"]),
+    ("length=-5", ["length=-5", "must be >= 1"]),
+    ("prompt=''", ["prompt=''", "give some text"]),
+    ("top_k=0", ["top_k=0", "must be >= 1"]),
+    ("top_k=-3", ["top_k=-3", "must be >= 1"]),
+    (
+        "prompt='Zebra ÿ'",
+        ["prompt='Zebra ÿ'", "characters outside the run's vocabulary of 19 tokens: 'Z', 'a', 'b', 'ÿ'"],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def refused_generation(tmp_path_factory, text_ckpt) -> list[tuple[object, Path, dict]]:
+    """(result, RNNLAB_ROOT, its tree before) of ``generate.py`` with each of BAD_GENERATION_ARGUMENTS, each on
+    its own copy of the text run."""
+    cases = []
+    for _ in BAD_GENERATION_ARGUMENTS:
+        root = tmp_path_factory.mktemp("bad-generation")
+        cases.append((root, copy_run(text_ckpt, root), tree(root)))
+    results = run_all(
+        [
+            ("generate.py", [f"ckpt={ckpt}", argument], root)
+            for (argument, _), (root, ckpt, _) in zip(BAD_GENERATION_ARGUMENTS, cases)
+        ]
+    )
+    return [(result, root, before) for result, (root, _, before) in zip(results, cases)]
+
+
+@pytest.mark.parametrize("row", range(len(BAD_GENERATION_ARGUMENTS)), ids=[a for a, _ in BAD_GENERATION_ARGUMENTS])
+def test_a_bad_generation_argument_is_refused(refused_generation, row):
+    result, root, before = refused_generation[row]
+    assert_refused(result, root, before, *BAD_GENERATION_ARGUMENTS[row][1])
 
 
 def test_a_quoted_prompt_with_an_apostrophe_generates(tmp_path, text_ckpt):
