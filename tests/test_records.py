@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -74,31 +75,51 @@ def test_concurrent_identical_commands_get_distinct_run_directories(tmp_path, da
         assert [step for step, _ in read_scalars(run_dir)["val/loss"]] == [2, 5]
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        (["model.cell=lstm"], "model.cell=lstm (the run has gru) does not match the checkpoint"),
-        (["model.hidden_size=16"], "model.hidden_size=16 (the run has 8) does not match the checkpoint"),
-        (["trainer.max_epochs=4"], "trainer.max_epochs=4 (the run has 2) cannot change on resume of a one-cycle run"),
-        (["model=lstm"], "'model=lstm' cannot change on resume; the run in"),
-        ([], "trainer.max_epochs=2 is already reached by the run in"),
-    ],
-)
-def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, finished_gru, change, message):
-    run_dir, args = finished_gru
-    kept = {path: digest(path) for path in run_dir.rglob("*") if path.is_file() and path.name != ".run.json.lock"}
-    test_metrics = read_scalars(run_dir)["test/acc"]
+REFUSED_RESUMES = [
+    (["model.cell=lstm"], "model.cell=lstm (the run has gru) does not match the checkpoint"),
+    (["model.hidden_size=16"], "model.hidden_size=16 (the run has 8) does not match the checkpoint"),
+    (["trainer.max_epochs=4"], "trainer.max_epochs=4 (the run has 2) cannot change on resume of a one-cycle run"),
+    (["model=lstm"], "'model=lstm' cannot change on resume; the run in"),
+    ([], "trainer.max_epochs=2 is already reached by the run in"),
+]
 
-    refused = run_cli("train.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", *change, root=tmp_path)
+
+@pytest.fixture(scope="module")
+def refused_resumes(finished_gru, tmp_path_factory) -> dict:
+    """Every REFUSED_RESUMES command on the finished run, three at a time (refused beside each other, none may
+    touch the run either); the run's files and test metrics before and after, and an eval of it afterwards."""
+    run_dir, _ = finished_gru
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+
+    def files() -> dict:
+        return {path: digest(path) for path in run_dir.rglob("*") if path.is_file() and path.name != ".run.json.lock"}
+
+    before, metrics_before = files(), read_scalars(run_dir)["test/acc"]
+    roots = [tmp_path_factory.mktemp("refused") for _ in REFUSED_RESUMES]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(
+            pool.map(
+                lambda row: run_cli("train.py", f"ckpt_path={ckpt}", *REFUSED_RESUMES[row][0], root=roots[row]),
+                range(len(REFUSED_RESUMES)),
+            )
+        )
+    after, metrics_after = files(), read_scalars(run_dir)["test/acc"]
+    evaluated = run_cli("eval.py", f"ckpt_path={ckpt}", root=tmp_path_factory.mktemp("eval"))
+    return dict(results=results, before=before, after=after, metrics=(metrics_before, metrics_after), eval=evaluated)
+
+
+@pytest.mark.parametrize("row", range(len(REFUSED_RESUMES)), ids=[message for _, message in REFUSED_RESUMES])
+def test_a_refused_resume_leaves_the_run_as_it_was(refused_resumes, row):
+    change, message = REFUSED_RESUMES[row]
+    refused = refused_resumes["results"][row]
     assert message in one_error_line(refused)
     if change == ["model=lstm"]:
         assert "was started with model=gru" in refused.stderr
-
-    now = {path: digest(path) for path in run_dir.rglob("*") if path.is_file() and path.name != ".run.json.lock"}
-    assert now == kept  # config.yaml, .hydra/, events, checkpoints, run.json: untouched, nothing added
-    assert read_scalars(run_dir)["test/acc"] == test_metrics
-    evaluated = run_cli("eval.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", root=tmp_path)
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    # config.yaml, .hydra/, events, checkpoints, run.json: untouched, nothing added; the test metrics kept
+    assert refused_resumes["after"] == refused_resumes["before"]
+    metrics_before, metrics_after = refused_resumes["metrics"]
+    assert metrics_after == metrics_before
+    assert refused_resumes["eval"].returncode == 0, refused_resumes["eval"].stderr[-2000:]  # still evaluates
 
 
 def test_resume_with_the_original_command_continues_and_keeps_its_record(tmp_path, data_dir):
