@@ -123,8 +123,8 @@ def file_lock(run_dir: str | Path) -> Iterator[None]:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """In the main thread, SIGINT and SIGTERM arriving inside the block take effect as it ends (re-raised,
-    so their own handlers run then: Ctrl-C still interrupts, a few milliseconds later). Elsewhere, and when
-    signals cannot be caught here, the block runs as it is."""
+    so their own handlers run then: Ctrl-C still interrupts, a few milliseconds later). In other threads,
+    where Python runs no signal handlers, the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -145,9 +145,10 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, defer)
     try:
+        # Inside the try: a signal handled before both are swapped still gets the first one restored.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, defer)
         yield
     finally:
         ended = True
