@@ -54,6 +54,15 @@ def run_cli(script: str, *args: str, root: Path, timeout: float = 300) -> subpro
     )
 
 
+def run_clis(commands: list[tuple[str, list[str], Path]], at_once: int = 3) -> list[subprocess.CompletedProcess]:
+    """``run_cli`` for each ``(script, args, root)``, ``at_once`` at a time (most of each command is Python's
+    and torch's start-up); the results in the order given. For rows of one kind checked one test per row."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(lambda command: run_cli(command[0], *command[1], root=command[2]), commands))
+
+
 def start_cli(script: str, *args: str, root: Path) -> subprocess.Popen:
     """Start ``src/<script>`` in the background (its output in pipes), with logs under ``root``."""
     return subprocess.Popen(

@@ -11,13 +11,12 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import ROOT, TINY, cli_env, read_hparams, read_scalars, read_session_status, run_cli, start_cli
+from helpers import ROOT, TINY, cli_env, read_hparams, read_scalars, read_session_status, run_cli, run_clis, start_cli
 from rnnlab.runs.record import read_record
 
 pytestmark = pytest.mark.slow
@@ -96,13 +95,9 @@ def refused_resumes(finished_gru, tmp_path_factory) -> dict:
 
     before, metrics_before = files(), read_scalars(run_dir)["test/acc"]
     roots = [tmp_path_factory.mktemp("refused") for _ in REFUSED_RESUMES]
-    with ThreadPoolExecutor(3) as pool:
-        results = list(
-            pool.map(
-                lambda row: run_cli("train.py", f"ckpt_path={ckpt}", *REFUSED_RESUMES[row][0], root=roots[row]),
-                range(len(REFUSED_RESUMES)),
-            )
-        )
+    results = run_clis(
+        [("train.py", [f"ckpt_path={ckpt}", *change], root) for (change, _), root in zip(REFUSED_RESUMES, roots)]
+    )
     after, metrics_after = files(), read_scalars(run_dir)["test/acc"]
     evaluated = run_cli("eval.py", f"ckpt_path={ckpt}", root=tmp_path_factory.mktemp("eval"))
     return dict(results=results, before=before, after=after, metrics=(metrics_before, metrics_after), eval=evaluated)

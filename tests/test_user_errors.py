@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY, read_scalars, run_cli
+from helpers import ROOT, TINY, read_scalars, run_cli, run_clis
 
 CELLS = ("vanilla", "gru", "lstm")
 
@@ -58,18 +57,11 @@ BAD_TRAINING_VALUES = [
 ]
 
 
-def run_all(commands: list[tuple[str, list[str], Path]]) -> list:
-    """Run each ``(script, args, root)`` as ``run_cli`` does, three at a time (most of each command is
-    Python's and torch's start-up): the rows' tests then check one result each."""
-    with ThreadPoolExecutor(3) as pool:
-        return list(pool.map(lambda command: run_cli(command[0], *command[1], root=command[2]), commands))
-
-
 @pytest.fixture(scope="module")
 def refused_training(tmp_path_factory) -> list[tuple[object, Path]]:
     """(result, RNNLAB_ROOT) of ``train.py`` with each of BAD_TRAINING_VALUES, each root empty beforehand."""
     roots = [tmp_path_factory.mktemp("bad-value") for _ in BAD_TRAINING_VALUES]
-    results = run_all(
+    results = run_clis(
         [("train.py", [*TINY, *overrides], root) for (overrides, _), root in zip(BAD_TRAINING_VALUES, roots)]
     )
     return list(zip(results, roots))
@@ -236,7 +228,7 @@ def refused_generation(tmp_path_factory, text_ckpt) -> list[tuple[object, Path, 
     for _ in BAD_GENERATION_ARGUMENTS:
         root = tmp_path_factory.mktemp("bad-generation")
         cases.append((root, copy_run(text_ckpt, root), tree(root)))
-    results = run_all(
+    results = run_clis(
         [
             ("generate.py", [f"ckpt={ckpt}", argument], root)
             for (argument, _), (root, ckpt, _) in zip(BAD_GENERATION_ARGUMENTS, cases)
