@@ -82,8 +82,10 @@ class MNIST1DDataModule(TensorDataModule):
         SeriesAugment.from_config(augment)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Training batches only: augmented on the device (``data.augment``)."""
-        if self.augment.active and self.trainer is not None and self.trainer.training:
+        """Training batches only: augmented on the device (``data.augment``). Lightning also sends the model
+        summary's example input (a bare tensor, no targets) through this hook: it passes unchanged."""
+        is_pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+        if is_pair and self.augment.active and self.trainer is not None and self.trainer.training:
             x, y = batch
             return self.augment(x), y
         return batch
