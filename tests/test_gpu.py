@@ -43,9 +43,6 @@ TINY = [
     "+trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=1",
     "+trainer.limit_test_batches=1",
-    "trainer.enable_model_summary=false",
-    "trainer.enable_progress_bar=false",
-    "callbacks.rich_progress_bar=null",
     "test=false",
 ]
 

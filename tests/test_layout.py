@@ -11,7 +11,7 @@ PACKAGE = ROOT / "src" / "rnnlab"
 
 # Lower layers never import higher ones; modules of one layer may import each other (without cycles).
 LAYERS = [
-    {"rnnlab.errors", "rnnlab.console"},
+    {"rnnlab.errors", "rnnlab.console", "rnnlab.budget"},
     {"rnnlab.registry", "rnnlab.devices"},
     {"rnnlab.cells"},
     {"rnnlab.data"},

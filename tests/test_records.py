@@ -21,7 +21,6 @@ from rnnlab.runs.record import read_record
 
 pytestmark = pytest.mark.slow
 
-QUIET = ["trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
 TWO_EPOCHS = [
     "model.hidden_size=8",
     "trainer.max_epochs=2",
@@ -29,7 +28,6 @@ TWO_EPOCHS = [
     "++trainer.limit_val_batches=2",
     "++trainer.limit_test_batches=2",
     "threads=1",
-    *QUIET,
 ]
 
 
@@ -183,7 +181,6 @@ LONG = [
     "++trainer.limit_val_batches=1",
     "~model/scheduler",
     "threads=1",
-    *QUIET,
 ]
 
 

@@ -44,9 +44,6 @@ TINY_STUDY = [
     "++trainer.limit_train_batches=3",
     "++trainer.limit_val_batches=2",
     "++trainer.limit_test_batches=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "callbacks.rich_progress_bar=null",
     "callbacks.gradient_diagnostics.every_n_epochs=1",
     "threads=1",
 ]

@@ -34,6 +34,7 @@ from hydra_plugins.rnnlab_sweeper import search_space, trials
 from hydra_plugins.rnnlab_sweeper import study as studies
 from hydra_plugins.rnnlab_sweeper.progress import Progress
 from hydra_plugins.rnnlab_sweeper.search_space import SearchSpaceError, distribution_of  # noqa: F401 (public)
+from rnnlab import budget
 from rnnlab.console import SWEEP, say, show
 from rnnlab.errors import CommandError, first_line
 
@@ -265,7 +266,7 @@ class RnnlabOptunaSweeper(Sweeper):
         parallel, device_overrides, self.gpus = self._gpu_plan(self._parallel_jobs())
         per_job = [*fixed, *device_overrides, *self._app_overrides(parallel, metrics)]
         self._grid_points = _grid_size(sampler, distributions)
-        n_trials = min(self.n_trials, self._grid_points or self.n_trials)
+        n_trials = budget.capped("hydra.sweeper.n_trials", min(self.n_trials, self._grid_points or self.n_trials))
         done = len(trials.counted(study.get_trials(deepcopy=False)))
         say(
             prefix=SWEEP,

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
+from rnnlab import budget
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
 from rnnlab.app.validate import check_trainer
 from rnnlab.devices import available_cores
@@ -88,6 +89,7 @@ def load_run(ckpt_path: str, output_dir: str, trainer_overrides: DictConfig | No
     # One process on one device, whatever the run trained on (DDP would re-run this command per rank).
     run_cfg.trainer = OmegaConf.merge(run_cfg.trainer, {"devices": 1, "strategy": "auto"}, trainer_overrides or {})
     check_trainer(run_cfg.trainer)
+    budget.apply(run_cfg, keep_model=True)  # RNNLAB_BUDGET=tiny: fewer test batches
     run_cfg.logger, run_cfg.callbacks, run_cfg.ckpt_path = logger, None, None
     run_cfg.paths.output_dir = output_dir
     datamodule, model, trainer = build(run_cfg)

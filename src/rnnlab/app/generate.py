@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from rnnlab import budget
 from rnnlab.app.build import load_run, set_threads
 from rnnlab.app.records import start_record
 from rnnlab.app.rundirs import VOCABULARY, forget_reserved, load_run_config, run_dir_of_checkpoint
@@ -23,6 +24,7 @@ def generate_from_checkpoint(cfg: DictConfig) -> str | float:
     """
     from rnnlab.models.generation import check_generative
 
+    budget.apply(cfg)  # RNNLAB_BUDGET=tiny: fewer steps
     set_threads(cfg.get("threads"))
     datamodule, model, _ = load_run(cfg.ckpt, cfg.paths.output_dir)
     checkpoint = torch.load(cfg.ckpt, map_location="cpu", weights_only=False)

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab import budget
 from rnnlab.app.rundirs import _beside_run, _hydra_subdir, _new_sweep_dir, _run_dir, release_reserved
 from rnnlab.errors import CommandError, not_allowed
 
@@ -21,6 +22,7 @@ def prepare_entry_point() -> None:
     """What every ``src/*.py`` entry point does before Hydra composes: the repository root for
     ``paths.root_dir`` (unless RNNLAB_ROOT is set) and the resolvers ``conf/`` uses."""
     os.environ.setdefault("RNNLAB_ROOT", str(Path(__file__).resolve().parents[3]))
+    budget.active()  # an unknown RNNLAB_BUDGET is refused before anything is composed or written
     register_resolvers()
 
 
@@ -36,6 +38,8 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver, use_cache=True)
     if not OmegaConf.has_resolver("compare_hidden_size"):  # conf/experiment/compare_cells.yaml
         OmegaConf.register_new_resolver("compare_hidden_size", _compare_hidden_size)
+    if not OmegaConf.has_resolver("budget_capped"):  # a count shrunk under RNNLAB_BUDGET=tiny (rnnlab.budget)
+        OmegaConf.register_new_resolver("budget_capped", budget.capped)
 
 
 # What to give for a mandatory (``???``) value, by key; other keys: ``<key>=<value>``.

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from rnnlab import budget
 from rnnlab.app.build import build, set_threads
 from rnnlab.app.launch import check_launch
 from rnnlab.app.records import (
@@ -84,6 +85,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     rank 0's metrics (synced across ranks when logged).
     """
     validate(cfg)
+    budget.apply(cfg, keep_model=bool(cfg.get("ckpt_path")))  # RNNLAB_BUDGET=tiny: after validation
     set_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnlab import budget
 from rnnlab.errors import ConfigError, check_number, check_one_of, not_allowed
 from rnnlab.sweep.results import override_value
 
@@ -245,10 +246,10 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
         name=name,
         task=str(cfg.task_name) if _resolvable(cfg, "task_name") else Path(study_dir).parent.name,
         cells=cells,
-        trials=int(study.trials),
-        trial_epochs=int(study.trial_epochs),
-        epochs=int(study.epochs),
-        seeds=int(study.seeds),
+        trials=budget.capped("study.trials", int(study.trials)),
+        trial_epochs=budget.capped("study.trial_epochs", int(study.trial_epochs)),
+        epochs=budget.capped("study.epochs", int(study.epochs)),
+        seeds=budget.capped("study.seeds", int(study.seeds)),
         jobs=int(study.jobs),
         match=str(match),
         max_params=max_params,
