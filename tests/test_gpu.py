@@ -250,7 +250,8 @@ def test_eval_and_generate_a_gpu_sine_run(tmp_path):
         root=tmp_path,
     )
     assert ok(trained)
-    assert "used: True" in trained.stdout + trained.stderr  # Lightning: "GPU available: True (cuda), used: True"
+    # Lightning's "GPU available: True (cuda), used: True" goes to the run's train.log (not the console)
+    assert "used: True" in (run_dir_of(trained.stdout) / "train.log").read_text()
     ckpt = run_dir_of(trained.stdout) / "checkpoints" / "last.ckpt"
     evaluated = cli("eval.py", f"ckpt_path={ckpt}", root=tmp_path)
     assert ok(evaluated)

@@ -141,7 +141,7 @@ def test_ddp_sim_trains_on_two_processes_and_logs_once(tmp_path, data_dir):
     # eval batches of 1000: one batch per split and rank (250 validation, 500 test samples each)
     result = run_cli("train.py", "trainer=ddp_sim", *TINY, f"paths.data_dir={data_dir}", root=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    summaries = [line for line in result.stdout.splitlines() if line.startswith("[rnnlab]")]
+    summaries = [line for line in result.stdout.splitlines() if line.startswith("[rnnlab] lstm-builtin-h8 params=")]
     assert len(summaries) == 1, summaries  # one summary line, from rank 0
 
     runs = tmp_path / "logs" / "mnist1d" / "lstm-builtin-h8" / "seed42"

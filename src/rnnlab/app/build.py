@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 
 from rnnlab import budget
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
@@ -56,6 +56,11 @@ def quiet_lightning() -> None:
     if not any(isinstance(f, _NoAdvertisement) for f in rank_zero_logger.filters):
         rank_zero_logger.addFilter(_NoAdvertisement())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # eval and generate load a checkpoint into a trainer without the run's callbacks, on purpose
+    warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
+    # Short runs (few batches an epoch) log every epoch anyway: nothing for the user to change.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
 
 
 def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
@@ -78,6 +83,8 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
     callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    if not cfg.trainer.get("enable_model_summary", True):  # a given summary callback would still run
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ModelSummary)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 

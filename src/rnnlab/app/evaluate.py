@@ -20,7 +20,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     record = start_record(cfg, Path(cfg.paths.output_dir), "eval", of_run=run_cfg)
     forget_reserved()
     with record.guard():
-        trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=False, verbose=False)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         record.update(metrics=metrics)
     say("eval " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())) + f" ckpt={cfg.ckpt_path}")

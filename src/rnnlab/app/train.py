@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from rnnlab.console import say
 from rnnlab.errors import ConfigError, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
 from rnnlab.models.modules import all_declared_metrics
-from rnnlab.sweep.trial import trial_callbacks
+from rnnlab.sweep.trial import is_trial, trial_callbacks
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -91,6 +92,8 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     run_dir = Path(cfg.paths.output_dir)
     resuming = bool(cfg.get("ckpt_path"))
     record = start_record(cfg, run_dir, "train") if rank_zero_only.rank == 0 else None
+    # A sweep trial's own lines go to its train.log: the sweep's console is its [sweep] lines.
+    tell = logging.getLogger("rnnlab").info if is_trial(cfg) else say
     progress = RecordProgress(record) if record else None
     trainer = None
     try:
@@ -101,6 +104,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         check_optimized_metric(cfg, model)
         forget_reserved()  # the run is under way: its directory stays, whatever happens now
         if record is not None:
+            tell(start_line(cfg, model, run_dir, resuming))
             record.update(devices=[str(trainer.strategy.root_device)] * trainer.num_devices)
             if not resuming:  # a resumed run keeps the config and vocabulary it was made with
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +137,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         for log_dir in tensorboard_dirs(trainer):
             write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
             drop_empty_hparams_file(log_dir)
-        say(summary_line(cfg, model, metrics, run_dir))
+        tell(summary_line(cfg, model, metrics, run_dir))
     # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
     # abort the finished process ("terminate called without an active exception", exit code -6).
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -164,7 +168,8 @@ def fit_and_test(cfg: DictConfig, datamodule, model: RecurrentModel, trainer: pl
     if cfg.get("test", True):
         # ckpt_path None: the model as fit left it (its final weights)
         tested = best if cfg.get("test_ckpt", "best") == "best" else None
-        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=False)
+        # verbose=False: no table of float32 noise (0.9599999785423279); the summary line rounds them
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=False, verbose=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     for logger in trainer.loggers:
         logger.finalize("success")
@@ -189,6 +194,15 @@ def drop_empty_hparams_file(log_dir: str) -> None:
     path = Path(log_dir) / "hparams.yaml"
     if path.is_file() and path.read_text().strip() in ("", "{}"):
         path.unlink()
+
+
+def start_line(cfg: DictConfig, model: RecurrentModel, run_dir: Path, resuming: bool) -> str:
+    """What the run is about to do, in one line (the layer table is in train.log)."""
+    verb = "resuming" if resuming else "training"
+    return (
+        f"{verb} {cfg.run_name} ({model.num_parameters:,} params) on {cfg.task_name} for {cfg.trainer.max_epochs} "
+        f"epochs; run_dir={run_dir}"
+    )
 
 
 def summary_line(cfg: DictConfig, model: RecurrentModel, metrics: dict[str, float], run_dir: Path) -> str:

@@ -64,15 +64,21 @@ class OptunaPruning(pl.Callback):
             raise optuna.TrialPruned(f"pruned at epoch {epoch} with {self.monitor}={value:.4g}")
 
 
+def is_trial(cfg: DictConfig) -> bool:
+    """Whether this run is a sweep trial (the sweeper set ``optuna_trial.number``)."""
+    spec = cfg.get("optuna_trial")
+    return bool(spec) and spec.get("number") is not None
+
+
 def trial_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     """The pruning callback (not for several objectives) and ``ShareCores`` (when ``optuna_trial.share_cores``)
     when this run is a sweep trial (``optuna_trial.number`` set), else nothing.
 
     ``optuna_trial.pruner`` is the sweep's resolved pruner config, handed over by the sweeper.
     """
-    spec = cfg.get("optuna_trial")
-    if not spec or spec.get("number") is None:
+    if not is_trial(cfg):
         return []
+    spec = cfg.optuna_trial
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
