@@ -56,8 +56,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def parse_pm(cell: str) -> tuple[float, float]:
-    mean, std = re.search(r"([0-9.]+) ± ([0-9.]+)", cell).groups()
-    return float(mean), float(std)
+    """``test/acc 16.20% ± 1.41`` -> (0.162, 0.0141): accuracies are written in percent and points."""
+    mean, percent, std = re.search(r"([0-9.]+)(%?) ± ([0-9.]+)", cell).groups()
+    scale = 100 if percent else 1
+    return float(mean) / scale, float(std) / scale
 
 
 @pytest.mark.slow
@@ -100,7 +102,7 @@ def test_report_numbers_are_those_of_the_event_files(sweep, tmp_path):
             walls.append(frame.wall_time.max() - frame.wall_time.min())
         assert test_acc[0] != test_acc[1] or best_val[0] != best_val[1]  # the seeds differ
 
-        assert parse_pm(cells[5]) == pytest.approx(mean_std(test_acc), abs=6e-5)
+        assert parse_pm(cells[5]) == pytest.approx(mean_std(test_acc), abs=6e-5)  # 2 decimals of a percent
         assert parse_pm(cells[4]) == pytest.approx(mean_std(best_val), abs=6e-5)
         assert cells[5].startswith("test/acc ") and cells[4].startswith("val/acc_best ")
         assert cells[2] == "0,1" and cells[3] == f"{params.pop():,}" and cells[6] == "2"

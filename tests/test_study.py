@@ -99,6 +99,22 @@ def test_summary_is_the_t_interval_of_the_mean():
     assert one.n == 1 and math.isnan(one.low) and one.std == 0.0
 
 
+def test_an_accuracy_interval_stays_in_its_range_and_few_seeds_are_explained():
+    from rnnlab.report.units import MetricFormat
+    from rnnlab.study.report import interval_notes
+
+    fmt = MetricFormat("test/acc")
+    wide = summarize([0.02, 0.10, 0.30], fmt.bounds)  # 3 seeds far apart: the t interval reaches below 0%
+    assert wide.low == 0.0 and wide.clipped and wide.high < 1.0
+    assert fmt.interval(wide.low, wide.high, wide.clipped) == f"[0.00%, {wide.high * 100:.2f}%]*"
+    assert fmt.mean_std(0.98633, 0.0046, 3) == "98.63% ± 0.46" and fmt.mean_std(0.5, 0.0, 1) == "50.00%"
+    notes = "\n".join(interval_notes(fmt, [wide, summarize([0.9, 0.92], fmt.bounds)]))
+    assert "clipped to what test/acc can be ([0.00%, 100.00%])" in notes
+    assert "t = 12.71 for 2 seeds, 4.30 for 3 seeds (1.96 for very many)" in notes
+    mse = MetricFormat("test/mse")
+    assert not mse.percent and mse.value(0.000015) == "1.5e-05" and mse.clip(-0.1, 0.2) == (0.0, 0.2, True)
+
+
 def test_welch_and_its_verdict():
     a, b = [0.90, 0.91, 0.92], [0.95, 0.96, 0.955]
     d = welch("vanilla", a, "gru", b)
@@ -106,13 +122,14 @@ def test_welch_and_its_verdict():
     assert d.p == pytest.approx(expected.pvalue) and d.diff == pytest.approx(np.mean(b) - np.mean(a))
     assert d.significant
     text = verdict(d, higher_is_better=True, scale=100, unit="points")
-    assert text.startswith("gru vs vanilla: +4.50 ± ") and text.endswith("gru better, significant at 5%")
+    assert text.startswith("gru vs vanilla: +4.50 points, 95% CI [+") and text.endswith("gru better, significant at 5%")
+    assert "±" not in text  # ± is a standard deviation everywhere; an interval is written [low, high]
     # lower is better (an MSE): the smaller mean wins
     assert verdict(d, higher_is_better=False).endswith("vanilla better, significant at 5%")
     close = welch("gru", [0.95, 0.96, 0.955], "lstm", [0.951, 0.962, 0.95])
     assert not close.significant and verdict(close, higher_is_better=True).endswith("not significant at 5%")
     small = welch("gru", [1e-4, 2e-4, 1.5e-4], "lstm", [4e-4, 5e-4, 4.5e-4])  # MSEs: significant digits
-    assert verdict(small, higher_is_better=False).startswith("lstm vs gru: +0.0003 ± ")
+    assert verdict(small, higher_is_better=False).startswith("lstm vs gru: +0.0003, 95% CI [")
     assert "needs ≥ 2 seeds" in verdict(welch("a", [0.9], "b", [0.8, 0.7]), higher_is_better=True)
     assert "no spread" in verdict(welch("a", [0.9, 0.9], "b", [0.8, 0.8]), higher_is_better=True)
 
@@ -303,7 +320,10 @@ def check_finished_study(tmp_path: Path, data_dir: Path) -> None:
         mean, std = np.mean(values), np.std(values, ddof=1)
         half = stats.t.ppf(0.975, len(values) - 1) * std / math.sqrt(len(values))
         assert entry["mean"] == pytest.approx(mean) and entry["std"] == pytest.approx(std)
-        assert entry["ci"] == pytest.approx([mean - half, mean + half])
+        low, high = max(mean - half, 0.0), min(mean + half, 1.0)  # an accuracy's interval stays in [0, 1]
+        assert entry["ci"] == pytest.approx([low, high]) and entry["ci_clipped"] == (
+            (low, high) != (mean - half, mean + half)
+        )
         assert f"| {cell} |" in text and f"{mean * 100:.2f}% ± {std * 100:.2f}" in text
         assert entry["seconds_per_run"] == pytest.approx(np.mean([r["duration_s"] for r in cell_records]))
     a = [r["metrics"]["test/acc"] for r in sorted(by_cell["vanilla"], key=lambda r: r["dir"])]
@@ -316,7 +336,7 @@ def check_finished_study(tmp_path: Path, data_dir: Path) -> None:
             warnings.simplefilter("ignore")
             expected = stats.ttest_ind(b, a, equal_var=False)
         assert pair["p"] == pytest.approx(expected.pvalue) and pair["diff"] == pytest.approx(np.mean(b) - np.mean(a))
-        assert f"gru vs vanilla: {(np.mean(b) - np.mean(a)) * 100:+.2f} ± " in text
+        assert f"gru vs vanilla: {(np.mean(b) - np.mean(a)) * 100:+.2f} points, 95% CI [" in text
 
     # The report in TensorBoard: its text and its figure, read back.
     accumulator = EventAccumulator(str(out / "report"), size_guidance={"images": 0, "tensors": 0})

@@ -146,6 +146,8 @@ def test_accuracy_against_size_keeps_a_pareto_front(tmp_path, data_dir):
     assert "2 objectives: pruning is off" in result.stdout and "Pareto front of" in result.stdout
     trials = trials_of(f"sqlite:///{tmp_path}/multirun/optuna.db", "mnist1d-lstm")
     assert all(t.state == TrialState.COMPLETE and len(t.values) == 2 for t in trials)
+    stored = optuna.load_study(study_name="mnist1d-lstm", storage=f"sqlite:///{tmp_path}/multirun/optuna.db")
+    assert stored.metric_names == ["val/acc_best", "model/num_parameters"]  # optuna-dashboard's axis names
     sizes = {t.params["model.hidden_size"]: t.values[1] for t in trials}
     assert sizes[4] < sizes[8]  # the parameter count, as the training app returned it
     sweep_dir = tmp_path / "multirun" / "mnist1d" / "mnist1d-lstm"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,9 @@ def open_study(storage: Any, name: str, directions: list[str], fixed: dict[str, 
 
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=directions, **kwargs)
+        with warnings.catch_warnings():  # experimental in Optuna: names the objectives in optuna-dashboard's axes
+            warnings.simplefilter("ignore")
+            study.set_metric_names(list(metrics))
         record = {"uid": uuid.uuid4().hex, "fixed": fixed, "metrics": metrics}
         study.set_user_attr(STUDY_ATTR, record)
         return study, record

@@ -8,14 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from rnnlab.report.stats import Group
+from rnnlab.report.units import MetricFormat
 
 REPORT_RUN = "report"  # the report's own TensorBoard run directory under --out
-
-
-def _pm(mean: float, std: float, n: int, digits: int = 4) -> str:
-    if n == 0:
-        return "–"
-    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def format_number(value: float | None, fmt: str) -> str:
@@ -30,7 +25,8 @@ def markdown(logdir: Path, groups: list[Group]) -> str:
         f"# Cell comparison: {logdir}",
         "",
         f"{len(runs)} runs in {len(groups)} groups (task: {', '.join(tasks)}). Test and best validation values: "
-        "mean ± sample std over seeds (ddof=1); wall time: mean per run, first to last TensorBoard event; "
+        "mean ± one sample std over seeds (ddof=1), accuracies in percent; wall time: mean per run, first to last "
+        "TensorBoard event; "
         "epochs: validated epochs; grad h1/hT: ‖∂L/∂h_1‖ / ‖∂L/∂h_T‖ at the last diagnosed epoch "
         "(geometric mean over seeds; small = vanishing gradient).",
         "",
@@ -39,9 +35,10 @@ def markdown(logdir: Path, groups: list[Group]) -> str:
     ]
     for g in groups:
         seeds = ",".join(str(r.config.get("seed", "?")) for r in g.runs)
+        best, test = MetricFormat(g.best_metric), MetricFormat(g.test_metric)
         lines.append(
-            f"| {g.task} | {g.label} | {seeds} | {g.params()} | {g.best_metric} {_pm(*g.best())} | "
-            f"{g.test_metric} {_pm(*g.test())} | {g.epochs()} | {format_number(g.wall_time(), '.1f')} | "
+            f"| {g.task} | {g.label} | {seeds} | {g.params()} | {g.best_metric} {best.mean_std(*g.best())} | "
+            f"{g.test_metric} {test.mean_std(*g.test())} | {g.epochs()} | {format_number(g.wall_time(), '.1f')} | "
             f"{format_number(g.grad_ratio(), '.3g')} |"
         )
     lines += [
@@ -54,10 +51,11 @@ def markdown(logdir: Path, groups: list[Group]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for g in groups:
+        best, test = MetricFormat(g.best_metric), MetricFormat(g.test_metric)
         for r in g.runs:
             lines.append(
-                f"| {g.label} | {r.config.get('seed', '?')} | {format_number(r.last(g.best_metric), '.4f')} | "
-                f"{format_number(r.last(g.test_metric), '.4f')} | {len(r.val_curve)} | "
+                f"| {g.label} | {r.config.get('seed', '?')} | {best.value(r.last(g.best_metric))} | "
+                f"{test.value(r.last(g.test_metric))} | {len(r.val_curve)} | "
                 f"{format_number(r.wall_time, '.1f')} | "
                 f"{relative_path(r.run_dir, logdir)} |"
             )
@@ -102,27 +100,30 @@ class _Style:
 
 
 def _validation_panel(axes, groups: list[Group], style: _Style) -> None:
+    fmt = MetricFormat(f"val/{groups[0].runs[0].base_metric}")
     for g in groups:
         epochs, mean, std = g.val_band()
+        mean, std = fmt.plotted(mean), fmt.plotted(std)
         if len(epochs):
             marker = "." if len(epochs) < 30 else None
             axes.plot(epochs, mean, color=style.color(g), marker=marker, label=f"{style.name(g)} (n={len(g.runs)})")
             axes.fill_between(epochs, mean - std, mean + std, color=style.color(g), alpha=0.2, linewidth=0)
     axes.set_xlabel("epoch")
-    axes.set_ylabel(f"val/{groups[0].runs[0].base_metric}")
+    axes.set_ylabel(fmt.axis_label())
     axes.set_title("validation (mean ± std over seeds)")
     axes.legend(loc="best", fontsize=8)
 
 
 def _test_panel(axes, groups: list[Group], style: _Style) -> None:
+    fmt = MetricFormat(groups[0].test_metric)
     for i, g in enumerate(groups):
         mean, std, n = g.test()
-        value = 0 if math.isnan(mean) else mean
-        axes.bar(i, value, yerr=std if n > 1 else None, color=style.color(g), alpha=0.7, capsize=6)
-        values = [r.last(g.test_metric) for r in g.runs]
+        value = 0 if math.isnan(mean) else fmt.plotted(mean)
+        axes.bar(i, value, yerr=fmt.plotted(std) if n > 1 else None, color=style.color(g), alpha=0.7, capsize=6)
+        values = [fmt.plotted(r.last(g.test_metric)) for r in g.runs]
         axes.scatter([i] * len(values), values, color="black", s=10, zorder=3)
     axes.set_xticks(range(len(groups)), [style.name(g) for g in groups], rotation=20, ha="right", fontsize=8)
-    axes.set_ylabel(groups[0].test_metric)
+    axes.set_ylabel(fmt.axis_label())
     axes.set_title("test (bars: mean ± std; dots: seeds)")
 
 

@@ -18,10 +18,11 @@ from typing import Any
 from rnnlab.report.read import read_run
 from rnnlab.report.render import format_number, log_to_tensorboard, relative_path
 from rnnlab.report.stats import Group, mean_std
+from rnnlab.report.units import MetricFormat
 from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
 from rnnlab.study.run import Confirm, Tuned
-from rnnlab.study.stats import LEVEL, Difference, Summary, summarize, verdict, welch
+from rnnlab.study.stats import LEVEL, Difference, Summary, summarize, t_factor, verdict, welch
 
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
@@ -86,7 +87,16 @@ def collect(plan: Plan, tuned: dict[str, Tuned], jobs: list[Confirm]) -> list[Ce
             values = [math.nan if v is None else float(v) for v in values]
             results.append(
                 CellResult(
-                    cell, tuned[cell], counts, trials, importances, note, records, group, values, summarize(values)
+                    cell,
+                    tuned[cell],
+                    counts,
+                    trials,
+                    importances,
+                    note,
+                    records,
+                    group,
+                    values,
+                    summarize(values, MetricFormat(group.test_metric).bounds),
                 )
             )
     finally:
@@ -102,24 +112,6 @@ def differences(results: list[CellResult]) -> list[Difference]:
 # ---------------------------------------------------------------------------------------- formatting
 
 
-class Format:
-    """Accuracies as percentages and their differences in points; other metrics as they are."""
-
-    def __init__(self, metric: str) -> None:
-        self.percent = metric.split("/", 1)[-1].startswith("acc")
-        self.scale, self.unit = (100.0, "points") if self.percent else (1.0, "")
-
-    def value(self, v: float) -> str:
-        if v is None or not math.isfinite(v):
-            return "–"
-        return f"{v * 100:.2f}%" if self.percent else f"{v:.4g}"
-
-    def spread(self, v: float) -> str:
-        if v is None or not math.isfinite(v):
-            return "–"
-        return f"{v * 100:.2f}" if self.percent else f"{v:.2g}"
-
-
 def _param_text(params: dict[str, Any]) -> str:
     return ", ".join(
         f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
@@ -129,7 +121,7 @@ def _param_text(params: dict[str, Any]) -> str:
 
 def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> str:
     metric = results[0].group.test_metric
-    fmt = Format(metric)
+    fmt = MetricFormat(metric)
     higher = plan.mode == "max"
     level = f"{LEVEL:.0%}"
     lines = [
@@ -138,8 +130,9 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
         f"Tune: per cell an Optuna study of {plan.trials} trials (≤ {plan.trial_epochs} epochs each, median pruning) "
         f"on {plan.metric} ({plan.mode}). Confirm: each cell's best retrained for {plan.epochs} epochs with seeds "
         f"0–{plan.seeds - 1} and tested on the test split ({metric}; the only use of the test split). "
-        f"Test: mean ± sample std over seeds (ddof=1); {level} CI of the mean from the t distribution (n−1 "
-        f"degrees of freedom); pairwise: Welch's t-test. Time: mean wall time per confirm run (run.json).",
+        f"Test: mean ± one sample std over seeds (ddof=1; ± means that everywhere in this report); {level} CI of "
+        f"the mean from the t distribution (n−1 degrees of freedom), written [low, high]; pairwise: Welch's "
+        f"t-test. Time: mean wall time per confirm run (run.json).",
         "",
         f"| cell | tuned | trials complete/pruned/failed | best {plan.metric} (trial) | {metric} mean ± std | "
         f"{level} CI | seeds | params | time per run (s) |",
@@ -147,13 +140,14 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
     ]
     for r in results:
         s = r.summary
-        ci = f"[{fmt.value(s.low)}, {fmt.value(s.high)}]" if s.n > 1 else "–"
+        ci = fmt.interval(s.low, s.high, s.clipped) if s.n > 1 else "–"
         counts = f"{r.counts.get('COMPLETE', 0)}/{r.counts.get('PRUNED', 0)}/{r.counts.get('FAIL', 0)}"
         lines.append(
             f"| {r.cell} | {_param_text(r.tuned.params)} | {counts} | {fmt.value(r.tuned.value)} ({r.tuned.trial}) | "
-            f"{fmt.value(s.mean)} ± {fmt.spread(s.std)} | {ci} | {s.n} | {r.params_count} | "
+            f"{fmt.mean_std(s.mean, s.std, s.n)} | {ci} | {s.n} | {r.params_count} | "
             f"{format_number(r.seconds, '.1f')} |"
         )
+    lines += interval_notes(fmt, [r.summary for r in results])
     lines += ["", f"## Pairwise differences ({metric}, Welch's t-test)", ""]
     lines += [f"- {verdict(d, higher_is_better=higher, scale=fmt.scale, unit=fmt.unit)}" for d in diffs] or [
         "- one cell: nothing to compare"
@@ -189,6 +183,22 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
     return "\n".join(lines) + "\n"
 
 
+def interval_notes(fmt: MetricFormat, summaries: list[Summary]) -> list[str]:
+    """What a reader must know to read the intervals: which were clipped, and why few seeds make them wide."""
+    notes = []
+    if any(s.clipped for s in summaries):
+        low, high = (fmt.value(b) if abs(b) != math.inf else "∞" for b in fmt.bounds)
+        notes.append(f"\\* clipped to what {fmt.metric} can be ([{low}, {high}]): the t interval reached past it.")
+    few = sorted({s.n for s in summaries if 1 < s.n < 5})
+    if few:
+        factors = ", ".join(f"{t_factor(n):.2f} for {n} seeds" for n in few)
+        notes.append(
+            f"Few seeds make wide intervals: the half-width is t × std / √n with t = {factors} (1.96 for very "
+            "many); study.seeds=5 or more narrows them."
+        )
+    return ["", *notes] if notes else []
+
+
 def _finite(value: float) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
@@ -215,6 +225,7 @@ def numbers(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> d
                 "std": _finite(r.summary.std),
                 "n": r.summary.n,
                 "ci": [_finite(r.summary.low), _finite(r.summary.high)],
+                "ci_clipped": r.summary.clipped,
                 "seconds_per_run": _finite(r.seconds),
             }
             for r in results
@@ -242,6 +253,17 @@ def _xy_params(names: list[str]) -> tuple[str | None, str | None]:
     rest = [n for n in names if n != x]
     y = "model.optimizer.lr" if "model.optimizer.lr" in rest else (rest[0] if rest else None)
     return x, y
+
+
+def readable_log_axis(axis) -> None:
+    """A log scale whose labels never overlap: labels at 1, 2 and 5 per decade in plain numbers, none on the
+    minor ticks (matplotlib labels those when a range spans less than a decade, and they collide)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def figure(plan: Plan, results: list[CellResult]):
@@ -300,7 +322,7 @@ def figure(plan: Plan, results: list[CellResult]):
             for name, axis in ((x, "x"), (y, "y")):
                 dist = next((t.distributions.get(name) for t in r.trials if name and name in t.distributions), None)
                 if getattr(dist, "log", False):
-                    (scatter.set_xscale if axis == "x" else scatter.set_yscale)("log")
+                    readable_log_axis(scatter.xaxis if axis == "x" else scatter.yaxis)
             scatter.set_xlabel(x)
             scatter.set_ylabel(y or plan.metric)
         scatter.set_title(f"{r.cell}: trials by parameters (red ring: best)", fontsize=9)
@@ -317,13 +339,14 @@ def figure(plan: Plan, results: list[CellResult]):
         bars.set_title(f"{r.cell}: parameter importances", fontsize=9)
 
     tests, curves, grads = axes[-1]
-    fmt = Format(results[0].group.test_metric)
+    fmt = MetricFormat(results[0].group.test_metric)
     for i, r in enumerate(results):
         s = r.summary
         color = f"C{i}"
+        mean, low, high = fmt.plotted(s.mean), fmt.plotted(s.low), fmt.plotted(s.high)
         if s.n > 1:
-            tests.errorbar([i], [s.mean], yerr=[[s.mean - s.low], [s.high - s.mean]], fmt="o", color=color, capsize=8)
-        tests.scatter([i] * len(r.values), r.values, color="black", s=10, zorder=3)
+            tests.errorbar([i], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color=color, capsize=8)
+        tests.scatter([i] * len(r.values), [fmt.plotted(v) for v in r.values], color="black", s=10, zorder=3)
         epochs, mean, std = r.group.val_band()
         if len(epochs):
             curves.plot(epochs, mean, color=color, label=f"{r.cell} (n={len(r.group.runs)})")
@@ -332,7 +355,7 @@ def figure(plan: Plan, results: list[CellResult]):
         if profile is not None:
             grads.plot(range(1, len(profile) + 1), profile, color=color, label=r.cell)
     tests.set_xticks(range(len(results)), [r.cell for r in results])
-    tests.set_ylabel(results[0].group.test_metric + (" (fraction)" if fmt.percent else ""))
+    tests.set_ylabel(fmt.axis_label())
     tests.set_title(f"test: mean and {LEVEL:.0%} CI over seeds (dots: seeds)", fontsize=9)
     curves.set_xlabel("epoch")
     curves.set_ylabel(f"val/{results[0].group.runs[0].base_metric}")

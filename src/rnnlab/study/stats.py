@@ -19,17 +19,27 @@ class Summary:
     n: int
     low: float
     high: float
+    clipped: bool = False  # the interval reached past what the metric can be and was cut to its range
 
 
-def summarize(values: list[float]) -> Summary:
-    """Mean ± sample std and the ``LEVEL`` t interval (n-1 degrees of freedom; nan for fewer than 2 values)."""
+def summarize(values: list[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> Summary:
+    """Mean ± sample std and the ``LEVEL`` t interval (n-1 degrees of freedom; nan for fewer than 2 values),
+    clipped to ``bounds``: an accuracy's interval never leaves [0, 1], however few the seeds."""
     from scipy import stats
 
     mean, std, n = mean_std(values)
     if n < 2:
         return Summary(mean, std, n, math.nan, math.nan)
     half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * std / math.sqrt(n)
-    return Summary(mean, std, n, mean - half, mean + half)
+    low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
+    return Summary(mean, std, n, low, high, (low, high) != (mean - half, mean + half))
+
+
+def t_factor(n: int) -> float:
+    """The t quantile of a ``LEVEL`` interval from ``n`` values (4.30 for 3; 1.96 for very many)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) if n > 1 else math.nan
 
 
 @dataclass
@@ -72,18 +82,21 @@ def welch(a: str, values_a: list[float], b: str, values_b: list[float]) -> Diffe
 
 
 def verdict(d: Difference, *, higher_is_better: bool, scale: float = 1.0, unit: str = "") -> str:
-    """``gru vs vanilla: +4.12 ± 1.30 points (95% CI), p = 0.004: gru better, significant at 5%``.
+    """``gru vs vanilla: +4.12 points, 95% CI [+2.82, +5.42], p = 0.004: gru better, significant at 5%``.
 
-    With a ``unit`` (points) two decimals; without (an MSE) three significant digits, whatever the scale.
+    With a ``unit`` (points) two decimals; without (an MSE) three significant digits, whatever the scale. The
+    interval is written as one (``±`` means a standard deviation everywhere in the reports).
     """
     level = f"{round((1 - LEVEL) * 100):g}%"
-    diff, half = d.diff * scale, d.half_width * scale
-    numbers = (f"{diff:+.2f}", f"{half:.2f}") if unit else (f"{diff:+.3g}", f"{half:.2g}")
+
+    def number(v: float) -> str:
+        return f"{v * scale:+.2f}" if unit else f"{v * scale:+.3g}"
+
     unit = f" {unit}" if unit else ""
-    head = f"{d.b} vs {d.a}: {numbers[0]}"
+    head = f"{d.b} vs {d.a}: {number(d.diff)}{unit}"
     if d.reason is not None:
-        return f"{head}{unit}; not tested ({d.reason})"
-    text = f"{head} ± {numbers[1]}{unit} ({LEVEL:.0%} CI), p = {d.p:.2g}"
+        return f"{head}; not tested ({d.reason})"
+    text = f"{head}, {LEVEL:.0%} CI [{number(d.low)}, {number(d.high)}], p = {d.p:.2g}"
     if not d.significant:
         return f"{text}: not significant at {level}"
     better = d.b if (d.diff > 0) == higher_is_better else d.a

@@ -172,7 +172,9 @@ def plot_pareto(study: optuna.Study, sweep_dir: Path, metrics: list[str]) -> Pat
                       textcoords="offset points")  # fmt: skip
     axes.set_xlabel(f"{metrics[1]} ({study.directions[1].name.lower()})")
     axes.set_ylabel(f"{metrics[0]} ({study.directions[0].name.lower()})")
-    axes.set_title(study.study_name)
+    if min(t.values[1] for t in done) > 0:  # sizes span decades: small models would bunch at the left
+        axes.set_xscale("log")
+    axes.set_title(f"{metrics[0]} vs {metrics[1]}\nstudy {study.study_name}: {len(done)} trials", fontsize=9)
     axes.legend(fontsize=8)
     figure.tight_layout()
     path = sweep_dir / PARETO_PLOT
