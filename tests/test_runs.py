@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import recipe_code
 from rnnlab.cli import main
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
 from rnnlab.runs.commands import list as list_command
@@ -774,12 +775,6 @@ def test_the_rnnlab_command_dispatches_on_its_first_word(capsys):
     assert main([]) == 2 and capsys.readouterr().err == "error: a command is needed; allowed: runs (rnnlab --help)\n"
     assert main(["study"]) == 2
     assert capsys.readouterr().err == "error: command 'study' is not allowed; allowed: runs (rnnlab --help)\n"
-
-
-def recipe_code(title: str) -> str:
-    """The first python block of the docs/development.md section ``title``."""
-    section = (ROOT / "docs" / "development.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
 def test_a_subcommand_added_as_the_recipe_says_runs(tmp_path, runs, monkeypatch, capsys):
