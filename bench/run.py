@@ -8,15 +8,20 @@ is set explicitly, by default to the number of CPU cores this process may use
 --clock cpu`` times CPU time instead of wall time, which other processes do not inflate (cells: this
 thread's; overhead: this process's). Sweeps and start-up time whole commands: always wall time.
 The cells benchmark also runs on a GPU: ``--only cells --device cuda --hidden-sizes 32,128,512 --batch-sizes
-100,1000`` (one table per batch size; ``make gpu-check`` runs it so).
+100,1000`` (one table per batch size; ``make gpu-check`` runs it so). ``--json PATH`` also writes every table's
+rows as JSON (``Table``: benchmark, title, settings, columns, rows; what ``make gpu-check`` reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,7 +52,21 @@ OVERHEAD_ABLATION = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass
+class Table:
+    """One benchmark's result: its rows (``columns`` first; a row may carry more, such as a sweep's trials),
+    the settings they were measured with, and the markdown table printed."""
+
+    benchmark: str
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple]
+    markdown: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], torch.device]:
+    """The options, checked: the benchmarks to run and the cells' device."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fast smoke run with few repeats")
     parser.add_argument(
@@ -76,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch-sizes", type=_sizes, default=(100,), help="cells: N values, a table each (default: 100)"
     )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every table's rows to PATH as JSON")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu measures one thread: use it with --threads 1")
@@ -83,61 +103,102 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
         parser.error(f"--only {unknown[0]!r} is not a benchmark; allowed: {', '.join(BENCHMARKS)}")
-    device = _device(parser, args.device, only, args.clock)
-    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    return args, only, _device(parser, args.device, only, args.clock)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, only, device = parse_args(argv)
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (5 if args.quick else 60)
+    environment = {
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cores": available_cores(),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "clock": args.clock,
+    }
     print(
         f"torch {torch.__version__}, {platform.machine()}, {available_cores()} cores, "
         f"threads={torch.get_num_threads()}, "
         f"repeats={repeats}, clock={args.clock}, load average {os.getloadavg()[0]:.1f}"
     )
-
-    tables = {}
-    if "cells" in only:
-        where = "CPU" if device.type == "cpu" else f"{device.type} ({torch.cuda.get_device_name(device)})"
-        for batch in args.batch_sizes:
-            print(f"cells: forward + backward, N={batch}, T=40, D=1, float32, {where}, median ms ...", flush=True)
-            rows = cells_bench.run(
-                hidden_sizes=args.hidden_sizes,
-                batch=batch,
-                repeats=repeats,
-                warmup=1 if args.quick else 5,
-                clock=clock,
-                device=str(device),
-            )
-            title = f"Cells: custom vs built-in, forward + backward (N={batch}, T=40, D=1, float32, {where})"
-            tables[title] = cells_bench.markdown(rows, str(device))
-    if "overhead" in only:
-        print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
-        models = {**OVERHEAD_MODELS, **(OVERHEAD_ABLATION if args.overhead_ablation else {})}
-        rows = overhead_bench.run(
-            models,
-            epochs=4 if args.quick else 22,
-            clock=time.process_time if args.clock == "cpu" else time.perf_counter,
-        )
-        tables["Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"] = (
-            overhead_bench.markdown(rows)
-        )
-    if "sweeps" in only:
-        trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
-        print(f"sweeps: {trials} trials x <= {epochs} epochs, {len(sweeps_bench.MODES)} ways ...", flush=True)
-        tables[f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"] = (
-            sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs))
-        )
-    if "startup" in only:
-        print("startup: wall time of commands ...", flush=True)
-        tables["Start-up: wall seconds"] = startup_bench.markdown(startup_bench.run(repeats=1 if args.quick else 3))
-    if "runs" in only:
-        records = 100 if args.quick else 1000
-        print(f"runs: `rnnlab runs` over {records:,} run records vs its start-up ...", flush=True)
-        tables[f"Run listing: `rnnlab runs --limit 20` over {records:,} records vs its start-up, wall seconds"] = (
-            runs_bench.markdown(runs_bench.run(records=records, repeats=3 if args.quick else 15))
-        )
-
+    tables = [table for name in BENCHMARKS if name in only for table in RUNNERS[name](args, repeats, device)]
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (a busy machine inflates and skews the numbers)")
-    for title, table in tables.items():
-        print(f"\n### {title}\n\n{table}")
+    for table in tables:
+        print(f"\n### {table.title}\n\n{table.markdown}")
+    if args.json:
+        write_json(args.json, environment, tables)
+
+
+def write_json(path: Path, environment: dict[str, Any], tables: list[Table]) -> None:
+    """The tables as ``{"environment": ..., "tables": [Table without its markdown, ...]}``."""
+    kept = [{k: v for k, v in asdict(table).items() if k != "markdown"} for table in tables]
+    path.write_text(json.dumps({"environment": environment, "tables": kept}, indent=1, default=str) + "\n")
+
+
+def cells_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    where = "CPU" if device.type == "cpu" else f"{device.type} ({torch.cuda.get_device_name(device)})"
+    tables = []
+    for batch in args.batch_sizes:
+        print(f"cells: forward + backward, N={batch}, T=40, D=1, float32, {where}, median ms ...", flush=True)
+        rows = cells_bench.run(
+            hidden_sizes=args.hidden_sizes,
+            batch=batch,
+            repeats=repeats,
+            warmup=1 if args.quick else 5,
+            clock=clock,
+            device=str(device),
+        )
+        title = f"Cells: custom vs built-in, forward + backward (N={batch}, T=40, D=1, float32, {where})"
+        settings = {"N": batch, "T": 40, "D": 1, "dtype": "float32", "device": str(device)}
+        tables.append(
+            Table("cells", title, cells_bench.COLUMNS, rows, cells_bench.markdown(rows, str(device)), settings)
+        )
+    return tables
+
+
+def overhead_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
+    print("overhead: MNIST-1D epochs through rnnlab and a plain PyTorch loop ...", flush=True)
+    models = {**OVERHEAD_MODELS, **(OVERHEAD_ABLATION if args.overhead_ablation else {})}
+    epochs = 4 if args.quick else 22
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    rows = overhead_bench.run(models, epochs=epochs, clock=clock)
+    title = "Framework overhead: one MNIST-1D epoch, rnnlab vs a plain PyTorch loop (batch 100, Adam)"
+    return [Table("overhead", title, overhead_bench.COLUMNS, rows, overhead_bench.markdown(rows), {"epochs": epochs})]
+
+
+def sweeps_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
+    trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
+    print(f"sweeps: {trials} trials x <= {epochs} epochs, {len(sweeps_bench.MODES)} ways ...", flush=True)
+    rows = sweeps_bench.run(trials=trials, epochs=epochs)
+    title = f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"
+    settings = {"trials": trials, "epochs": epochs}
+    return [Table("sweeps", title, sweeps_bench.COLUMNS, rows, sweeps_bench.markdown(rows), settings)]
+
+
+def startup_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
+    print("startup: wall time of commands ...", flush=True)
+    rows = startup_bench.run(repeats=1 if args.quick else 3)
+    return [Table("startup", "Start-up: wall seconds", startup_bench.COLUMNS, rows, startup_bench.markdown(rows))]
+
+
+def runs_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
+    records = 100 if args.quick else 1000
+    print(f"runs: `rnnlab runs` over {records:,} run records vs its start-up ...", flush=True)
+    rows = runs_bench.run(records=records, repeats=3 if args.quick else 15)
+    title = f"Run listing: `rnnlab runs --limit 20` over {records:,} records vs its start-up, wall seconds"
+    return [Table("runs", title, runs_bench.COLUMNS, rows, runs_bench.markdown(rows), {"records": records})]
+
+
+RUNNERS = {
+    "cells": cells_tables,
+    "overhead": overhead_tables,
+    "sweeps": sweeps_tables,
+    "startup": startup_tables,
+    "runs": runs_tables,
+}
 
 
 def _sizes(text: str) -> tuple[int, ...]:

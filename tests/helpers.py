@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -128,3 +129,9 @@ def read_hparams(run_dir: Path) -> tuple[dict, list[str]]:
         if data.HasField("experiment"):
             metrics = [m.name.tag for m in data.experiment.metric_infos]
     return hparams, metrics
+
+
+def recipe_code(title: str) -> str:
+    """The first python block of the docs/development.md section ``title`` (a recipe that a test follows)."""
+    section = (ROOT / "docs" / "development.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return textwrap.dedent(section.split("```python\n", 1)[1].split("```", 1)[0])

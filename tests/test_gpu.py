@@ -28,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
 import gpu_check  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import gpu_check_cells  # noqa: E402
+import gpu_check_runner as runner  # noqa: E402
+import gpu_check_runs  # noqa: E402
+import gpu_check_sweep  # noqa: E402
+import gpu_check_tests  # noqa: E402
 import gpu_probes  # noqa: E402
 
 NEEDS_CUDA = pytest.mark.skipif(
@@ -288,7 +293,7 @@ def test_the_no_gpu_line_names_an_unset_cuda_visible_devices():
     assert "CUDA_VISIBLE_DEVICES=2,3)" in gpu_check.no_gpu_line("x", {"CUDA_VISIBLE_DEVICES": "2,3"})
 
 
-def sleeper_part(tmp_path: Path, budget: float) -> gpu_check.Part:
+def sleeper_part(tmp_path: Path, budget: float) -> runner.Part:
     """A part whose command starts a child that outlives the budget (and writes its pid)."""
     pid_file = tmp_path / "grandchild.pid"
     script = (
@@ -297,24 +302,24 @@ def sleeper_part(tmp_path: Path, budget: float) -> gpu_check.Part:
         f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)"
     )
 
-    def run(deadline: float) -> gpu_check.Outcome:
-        gpu_check.run_command([sys.executable, "-c", script], deadline)
-        return gpu_check.Outcome("passed", "never")
+    def run(deadline: float) -> runner.Outcome:
+        runner.run_command([sys.executable, "-c", script], deadline)
+        return runner.Outcome("passed", "never")
 
-    return gpu_check.Part("slow", "a slow part", budget, run)
+    return runner.Part("slow", "a slow part", budget, run)
 
 
 def test_a_part_past_its_budget_is_stopped_with_its_children_and_the_next_part_runs(tmp_path):
-    def failing(deadline: float) -> gpu_check.Outcome:
+    def failing(deadline: float) -> runner.Outcome:
         raise RuntimeError("no storage\nsecond line")
 
     parts = [
         sleeper_part(tmp_path, budget=1.5),
-        gpu_check.Part("broken", "a broken part", 5, failing),
-        gpu_check.Part("fine", "a fine part", 5, lambda deadline: gpu_check.Outcome("passed", "all good", "body")),
+        runner.Part("broken", "a broken part", 5, failing),
+        runner.Part("fine", "a fine part", 5, lambda deadline: runner.Outcome("passed", "all good", "body")),
     ]
     start = time.monotonic()
-    done = gpu_check.run_parts(parts, report=lambda line: None)
+    done = runner.run_parts(parts, report=lambda line: None)
     assert time.monotonic() - start < 10
     (slow, overran), (_, broken), (_, fine) = done
     assert overran.status == "overran" and overran.headline == "stopped at its budget of 2 s"
@@ -327,8 +332,8 @@ def test_a_part_past_its_budget_is_stopped_with_its_children_and_the_next_part_r
     else:
         pytest.fail(f"the part's grandchild {grandchild} is still running")
     assert broken.status == "error" and broken.headline == "RuntimeError: no storage"
-    assert fine.status == "passed" and gpu_check.exit_code(done) == 1
-    assert gpu_check.exit_code(done[2:]) == 0
+    assert fine.status == "passed" and runner.exit_code(done) == 1
+    assert runner.exit_code(done[2:]) == 0
 
 
 def _proc_state(pid: int) -> str:
@@ -340,10 +345,10 @@ def _proc_state(pid: int) -> str:
 
 def test_summary_has_an_overview_row_and_a_section_per_part():
     parts = [
-        (gpu_check.Part("a", "1. First", 10, None), gpu_check.Outcome("passed", "3 passed", "| t |", 4.2)),
-        (gpu_check.Part("b", "2. Second", 20, None), gpu_check.Outcome("overran", "stopped at its budget", "", 20.1)),
+        (runner.Part("a", "1. First", 10, None), runner.Outcome("passed", "3 passed", "| t |", 4.2)),
+        (runner.Part("b", "2. Second", 20, None), runner.Outcome("overran", "stopped at its budget", "", 20.1)),
     ]
-    text = gpu_check.render_summary({"GPUs": "1 (0: Fake GPU)"}, parts, 24.3)
+    text = runner.render_summary({"GPUs": "1 (0: Fake GPU)"}, parts, 24.3)
     lines = text.splitlines()
     assert lines[0] == "# rnnlab GPU check" and "- GPUs: 1 (0: Fake GPU)" in lines and "- total: 24 s" in lines
     assert "| 1. First | PASSED | 4 | 10 | 3 passed |" in lines
@@ -364,7 +369,7 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="py
 
 
 def test_the_tests_part_reads_pytest_junit_report():
-    rows = gpu_check.junit_rows(JUNIT)
+    rows = gpu_check_tests.junit_rows(JUNIT)
     assert [(r["test"], r["outcome"]) for r in rows] == [
         ("test_gpu::test_a[lstm]", "passed"),
         ("test_gpu::test_b[bf16-mixed]", "skipped"),
@@ -372,10 +377,10 @@ def test_the_tests_part_reads_pytest_junit_report():
     ]
     assert rows[1]["note"] == "bf16 needs compute capability 8.0 or newer; this GPU has 7.5"
     assert rows[2]["note"] == "AssertionError: [{'bytes': 16000}]; host-to-device copies per step: 1"
-    outcome = gpu_check.tests_outcome(1, rows, "FAILED tests/test_gpu.py::test_c")
+    outcome = gpu_check_tests.tests_outcome(1, rows, "FAILED tests/test_gpu.py::test_c")
     assert outcome.status == "failed" and outcome.headline == "1 passed, 1 failed, 1 skipped"
-    assert gpu_check.tests_outcome(0, rows[:2], "").status == "passed"
-    assert gpu_check.tests_outcome(5, [], "no tests ran").status == "failed"
+    assert gpu_check_tests.tests_outcome(0, rows[:2], "").status == "passed"
+    assert gpu_check_tests.tests_outcome(5, [], "no tests ran").status == "failed"
 
 
 def add_trials(storage: str, name: str, trials: list[tuple]) -> None:
@@ -406,9 +411,9 @@ def test_sweep_trials_gpus_and_overlap_are_read_from_the_storage(tmp_path):
     storage = f"sqlite:///{tmp_path}/sweep.db"
     # 2 GPUs, 4 workers: two waves of 4 trials, 2 per GPU at a time
     add_trials(storage, "parallel", [(i % 2, 0 if i < 4 else 10, 10 if i < 4 else 20) for i in range(8)])
-    trials = gpu_check.sweep_trials(storage, "parallel")
+    trials = gpu_check_sweep.sweep_trials(storage, "parallel")
     assert [t["gpu"] for t in trials] == [0, 1] * 4 and all(t["state"] == "COMPLETE" for t in trials)
-    checks = gpu_check.sweep_checks(trials, n_gpus=2, n_trials=8, n_jobs=4, trials_per_gpu=4)
+    checks = gpu_check_sweep.sweep_checks(trials, n_gpus=2, n_trials=8, n_jobs=4, trials_per_gpu=4)
     assert all(passed for _, passed, _ in checks), checks
     assert ("trials overlapped", True, "at most 4 trials ran at once") in checks
 
@@ -416,20 +421,20 @@ def test_sweep_trials_gpus_and_overlap_are_read_from_the_storage(tmp_path):
     add_trials(storage, "serial", [(0, 0, 5), (None, 5, 10), (3, 10, 15)])
     checks = dict(
         (name, passed)
-        for name, passed, _ in gpu_check.sweep_checks(gpu_check.sweep_trials(storage, "serial"), 1, 3, 4, 4)
+        for name, passed, _ in gpu_check_sweep.sweep_checks(gpu_check_sweep.sweep_trials(storage, "serial"), 1, 3, 4, 4)
     )
     assert checks["trials overlapped"] is False
     assert checks["each trial recorded its GPU (user attr `gpu`, a visible index)"] is False
     assert checks["3 trials complete"] is True
-    table = gpu_check.trials_table(gpu_check.sweep_trials(storage, "serial")).splitlines()
+    table = gpu_check_sweep.trials_table(gpu_check_sweep.sweep_trials(storage, "serial")).splitlines()
     assert table[2] == "| 0 | COMPLETE | 0 | 0.0 | 5.0 | 5.0 | 0.5000 | hidden_size=32 |"
 
 
 def test_max_overlap_counts_trials_running_at_once():
-    assert gpu_check.max_overlap([]) == 0
-    assert gpu_check.max_overlap([(0, 5), (5, 9)]) == 1  # one ends as the next starts
-    assert gpu_check.max_overlap([(0, 5), (1, 9), (2, 3), (8, 10)]) == 3
-    assert gpu_check.max_overlap(iter([(0, 2), (1, 3)])) == 2  # any iterable, read once
+    assert gpu_check_sweep.max_overlap([]) == 0
+    assert gpu_check_sweep.max_overlap([(0, 5), (5, 9)]) == 1  # one ends as the next starts
+    assert gpu_check_sweep.max_overlap([(0, 5), (1, 9), (2, 3), (8, 10)]) == 3
+    assert gpu_check_sweep.max_overlap(iter([(0, 2), (1, 3)])) == 2  # any iterable, read once
 
 
 def test_epoch_times_leave_the_first_epoch_out_of_the_median():
@@ -439,14 +444,14 @@ def test_epoch_times_leave_the_first_epoch_out_of_the_median():
         {"epoch": 2, "start": 7.5, "seconds": 1.2, "validation_seconds": 0.3},
         {"epoch": 3, "start": 9.0, "seconds": 1.1, "validation_seconds": 0.2},
     ]
-    times = gpu_check.epoch_times(epochs)
+    times = gpu_check_runs.epoch_times(epochs)
     assert times == {"train": 1.1, "first": 5.0, "validation": 0.2, "epoch_to_epoch": 1.5}
     rows = [
         {"cell": "lstm", "impl": "custom", "times": {**times, "train": 3.3}, "wall": 20.0, "test_acc": "0.9"},
         {"cell": "lstm", "impl": "builtin", "times": times, "wall": 12.0, "test_acc": "0.9"},
     ]
-    assert gpu_check.custom_over_builtin(rows) == [("lstm", pytest.approx(3.0))]
-    assert "Custom / built-in (cuDNN) training s/epoch: lstm 3.00×" in gpu_check.runs_table(rows)
+    assert gpu_check_runs.custom_over_builtin(rows) == [("lstm", pytest.approx(3.0))]
+    assert "Custom / built-in (cuDNN) training s/epoch: lstm 3.00×" in gpu_check_runs.runs_table(rows)
 
 
 class FakeModule:
@@ -496,26 +501,45 @@ def test_copies_are_read_from_a_kineto_trace_and_linked_to_their_op():
     assert gpu_probes.count_kernels(events) == 1
 
 
-def test_cells_tables_of_the_bench_are_parsed_and_the_verdict_gives_the_numbers():
-    import cells as cells_bench  # bench/cells.py: the tables it prints on a GPU
+def test_cells_rows_are_read_from_the_json_the_bench_writes_and_the_verdict_gives_the_numbers(tmp_path):
+    import cells as cells_bench  # bench/cells.py and bench/run.py: the rows and the JSON they write on a GPU
+    import run as bench_run
 
-    output = ""
+    tables = []
     for batch, factor in ((100, 1.0), (1000, 10.0)):
         rows = [(cell, h, 2.0 * factor, 0.5, 4.0 * factor) for cell in KINDS for h in (32, 128, 512)]
-        output += f"\n### Cells: custom vs built-in, forward + backward (N={batch}, T=40, D=1, float32, cuda (X))\n\n"
-        output += cells_bench.markdown(rows, "cuda") + "\n"
-    rows = gpu_check.cells_rows(output)
+        title = f"Cells: custom vs built-in, forward + backward (N={batch}, T=40, D=1, float32, cuda (X))"
+        tables.append(bench_run.Table("cells", title, cells_bench.COLUMNS, rows, "| table |", {"N": batch}))
+    bench_run.write_json(tmp_path / "bench.json", {"torch": "x"}, tables)
+    rows = gpu_check_cells.cells_rows(json.loads((tmp_path / "bench.json").read_text()))
     assert len(rows) == 18 and {r["N"] for r in rows} == {100, 1000}
     assert rows[0] == {"cell": "vanilla", "N": 100, "H": 32, "custom": 2.0, "builtin": 0.5, "ratio": 4.0}
-    verdict = gpu_check.cells_verdict(rows)
+    verdict = gpu_check_cells.cells_verdict(rows)
     assert verdict.startswith("custom cells far slower than cuDNN: median 22.0× cuDNN's time, from 4.00× to 40.0×")
     assert verdict.endswith("(vanilla H=32 N=1000); slower in 18 of 18 settings")
     fast = [{**r, "ratio": 0.9} for r in rows]
-    assert gpu_check.cells_verdict(fast).startswith("custom cells not slower than cuDNN: median 0.9×")
+    assert gpu_check_cells.cells_verdict(fast).startswith("custom cells not slower than cuDNN: median 0.9×")
 
 
-def fake_context(tmp_path: Path, n_gpus: int = 1) -> gpu_check.Context:
-    return gpu_check.Context(sys.executable, tmp_path, tmp_path / "data", n_gpus, {})
+@pytest.mark.slow
+def test_the_cells_part_reads_the_json_of_a_real_bench_run_on_the_cpu(tmp_path, monkeypatch):
+    # The part's plumbing on the CPU (the check itself never runs it there): bench/run.py times the cells and
+    # writes --json; the part reads the numbers from that file, not from the printed tables.
+    monkeypatch.setattr(gpu_check_cells, "DEVICE", "cpu")
+    monkeypatch.setattr(gpu_check_cells, "BENCH_HIDDEN", (8,))
+    monkeypatch.setattr(gpu_check_cells, "BENCH_BATCHES", (4,))
+    monkeypatch.setattr(gpu_check_cells, "BENCH_REPEATS", 1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    ctx = runner.Context(sys.executable, tmp_path, tmp_path / "data", 0, env)
+    outcome = gpu_check_cells.part_cells(ctx, deadline=time.monotonic() + 240)
+    assert outcome.status == "passed", outcome.body
+    assert re.match(r"custom cells .*; slower in \d of 3 settings$", outcome.headline)
+    assert "--json <tmp>/cells-bench.json" in outcome.body and "#### Cells: custom vs built-in" in outcome.body
+    assert json.loads((tmp_path / "cells-bench.json").read_text())["tables"][0]["settings"]["N"] == 4
+
+
+def fake_context(tmp_path: Path, n_gpus: int = 1) -> runner.Context:
+    return runner.Context(sys.executable, tmp_path, tmp_path / "data", n_gpus, {})
 
 
 def test_timed_runs_past_the_budget_keep_the_runs_done_and_name_the_rest(tmp_path, monkeypatch):
@@ -524,7 +548,7 @@ def test_timed_runs_past_the_budget_keep_the_runs_done_and_name_the_rest(tmp_pat
     def fake_run(command, deadline, env=None, cwd=None):
         calls.append(command)
         if len(calls) == 3:
-            raise gpu_check.Overrun(command, 1.0, "epoch 2 ...", "")
+            raise runner.Overrun(command, 1.0, "epoch 2 ...", "")
         clock = Path(next(c for c in command if c.startswith("+callbacks.epoch_clock.path=")).split("=", 1)[1])
         epochs = [
             {"epoch": i, "start": 2.0 * i, "seconds": 1.0 + (i == 0), "validation_seconds": 0.1} for i in range(5)
@@ -532,8 +556,8 @@ def test_timed_runs_past_the_budget_keep_the_runs_done_and_name_the_rest(tmp_pat
         clock.write_text(json.dumps(epochs))
         return subprocess.CompletedProcess(command, 0, "[rnnlab] vanilla-custom-h128 test/acc=0.9120 run_dir=x", "")
 
-    monkeypatch.setattr(gpu_check, "run_command", fake_run)
-    outcome = gpu_check.part_runs(fake_context(tmp_path), deadline=time.monotonic() + 60)
+    monkeypatch.setattr(gpu_check_runs, "run_command", fake_run)
+    outcome = gpu_check_runs.part_runs(fake_context(tmp_path), deadline=time.monotonic() + 60)
     assert len(calls) == 3 and outcome.status == "overran"
     assert outcome.headline == "stopped at its budget, 2 of 6 runs done; custom / cuDNN s/epoch: vanilla 1.0×"
     lines = outcome.body.splitlines()
@@ -551,8 +575,8 @@ def test_the_sweep_part_checks_the_stored_trials(tmp_path, monkeypatch):
         add_trials(storage, "gpu-check", [(0, 0 if i < 4 else 10, 10 if i < 4 else 20) for i in range(8)])
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(gpu_check, "run_command", fake_sweep)
-    outcome = gpu_check.part_sweep(fake_context(tmp_path), deadline=time.monotonic() + 60)
+    monkeypatch.setattr(gpu_check_sweep, "run_command", fake_sweep)
+    outcome = gpu_check_sweep.part_sweep(fake_context(tmp_path), deadline=time.monotonic() + 60)
     assert outcome.status == "passed", outcome.body
     assert outcome.headline == "8 trials complete, up to 4 at once"
     assert "- [x] trials overlapped: at most 4 trials ran at once" in outcome.body.splitlines()

@@ -22,6 +22,7 @@ LAYERS = [
     {"rnnlab.app"},
     {"rnnlab.report"},
     {"rnnlab.study"},
+    {"rnnlab.cli"},  # the `rnnlab` dispatcher: a command of any package can join it
 ]
 
 

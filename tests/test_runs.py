@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from helpers import recipe_code
+from rnnlab.cli import main
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
-from rnnlab.runs import cli as runs_cli
-from rnnlab.runs.cli import main
+from rnnlab.runs.commands import list as list_command
+from rnnlab.runs.commands.rerun import entry_command
 from rnnlab.runs.query import QueryError, parse_where
 from rnnlab.runs.record import derive_status, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMANDS_DIR = ROOT / "src" / "rnnlab" / "runs" / "commands"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -515,8 +518,8 @@ def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_pat
 
     piped = cli("--dir", str(tmp_path / "logs"), cwd=tmp_path).stdout.splitlines()
     terminal = io.StringIO()
-    monkeypatch.setattr(runs_cli, "on_terminal", lambda: True)
-    monkeypatch.setattr(runs_cli, "console", lambda: Console(file=terminal, width=300, color_system="standard"))
+    monkeypatch.setattr(list_command, "on_terminal", lambda: True)
+    monkeypatch.setattr(list_command, "console", lambda: Console(file=terminal, width=300, color_system="standard"))
     assert main(["runs", "--dir", str(tmp_path / "logs")]) == 0
     assert "\x1b[" in terminal.getvalue()  # styled
     plain = Text.from_ansi(terminal.getvalue()).plain.splitlines()
@@ -528,9 +531,9 @@ def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_pat
 
 
 def test_a_table_too_wide_for_the_terminal_shrinks_the_widest_param_and_metric_columns_first():
-    assert runs_cli.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=50) == [8, 10, 16, 16]
-    assert runs_cli.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=80) == [8, 10, 30, 20]
-    assert runs_cli.shrink_to_fit([8, 10, 6, 7], fixed=[0, 1], available=20) == [8, 10, 5, 5]  # not below 5
+    assert list_command.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=50) == [8, 10, 16, 16]
+    assert list_command.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=80) == [8, 10, 30, 20]
+    assert list_command.shrink_to_fit([8, 10, 6, 7], fixed=[0, 1], available=20) == [8, 10, 5, 5]  # not below 5
 
 
 def test_list_filters_sorts_and_limits(tmp_path, runs):
@@ -614,7 +617,7 @@ def test_rerun_prints_the_entry_point_with_the_original_overrides(tmp_path, runs
     ],
 )
 def test_the_entry_point_of_a_recorded_command_leaves_out_its_arguments(command, entry):
-    assert runs_cli.entry_command(command) == entry
+    assert entry_command(command) == entry
 
 
 def test_rerun_warns_in_one_line_when_the_checkout_differs(tmp_path, repo, monkeypatch):
@@ -743,17 +746,24 @@ def test_where_compares_numbers_as_numbers_and_the_rest_as_text():
 
 def test_the_package_stays_a_light_leaf():
     heavy = {"torch", "pytorch_lightning", "lightning", "hydra", "optuna", "omegaconf"}
-    code = "import sys, rnnlab.runs.cli; print(' '.join(sorted(sys.modules)))"
+    code = (
+        "import sys, rnnlab.cli, rnnlab.runs.cli; rnnlab.runs.cli.subcommands(); print(' '.join(sorted(sys.modules)))"
+    )
     done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, check=True)
     modules = done.stdout.split()
     assert not [m for m in modules if m.split(".")[0] in heavy]
     assert [m for m in modules if m.startswith("rnnlab")] == [
         "rnnlab",
+        "rnnlab.cli",
         "rnnlab.errors",  # the one-line error helpers, a leaf
         "rnnlab.runs",
         "rnnlab.runs.cli",
+        "rnnlab.runs.commands",
+        *(f"rnnlab.runs.commands.{path.stem}" for path in sorted(COMMANDS_DIR.glob("[!_]*.py"))),
+        "rnnlab.runs.formatting",
         "rnnlab.runs.query",
         "rnnlab.runs.record",
+        "rnnlab.runs.subcommand",
     ]
 
 
@@ -765,6 +775,31 @@ def test_the_rnnlab_command_dispatches_on_its_first_word(capsys):
     assert main([]) == 2 and capsys.readouterr().err == "error: a command is needed; allowed: runs (rnnlab --help)\n"
     assert main(["study"]) == 2
     assert capsys.readouterr().err == "error: command 'study' is not allowed; allowed: runs (rnnlab --help)\n"
+
+
+def test_a_subcommand_added_as_the_recipe_says_runs(tmp_path, runs, monkeypatch, capsys):
+    from rnnlab.runs import commands
+    from rnnlab.runs.subcommand import REGISTRY
+
+    # The recipe's file, in a directory of the commands package (as src/rnnlab/runs/commands/ is), nothing else.
+    folder = tmp_path / "more_commands"
+    folder.mkdir()
+    (folder / "count.py").write_text(recipe_code("Adding a `rnnlab runs` subcommand"))
+    monkeypatch.setattr(commands, "__path__", [*commands.__path__, str(folder)])
+    logs = str(tmp_path / "logs")
+    try:
+        assert main(["runs", "count", "--dir", logs, "--where", "model.cell=gru"]) == 0
+        assert capsys.readouterr().out == "2\n"
+        assert main(["runs", "count", "--dir", logs, "--all"]) == 0 and capsys.readouterr().out == "5\n"
+        assert main(["runs", "count", "--dir", logs, "--where", "nope=1"]) == 2
+        assert len(capsys.readouterr().err.splitlines()) == 1
+        with pytest.raises(SystemExit):
+            main(["runs", "--help"])
+        usage = capsys.readouterr().out
+        assert "{list,show,diff,rerun,tag,note,rm,count}" in usage and "how many runs match" in usage
+    finally:
+        REGISTRY.pop("count", None)
+        sys.modules.pop("rnnlab.runs.commands.count", None)
 
 
 # ------------------------------------------------------------------------------------------- benchmark

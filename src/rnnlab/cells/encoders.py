@@ -17,7 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from rnnlab.cells.recurrent import CELL_CLASSES, RNNStack
+from rnnlab.cells.recurrent import CELL_CLASSES
+from rnnlab.cells.stack import RNNStack
+from rnnlab.errors import ConfigError
 from rnnlab.registry import Registry
 
 EncoderBuilder = Callable[..., nn.Module]
@@ -35,6 +37,12 @@ def builtin_encoder(
 ) -> nn.Module:
     """torch.nn.RNN (tanh) / GRU / LSTM, batch-first; cuDNN kernels on a GPU."""
     cls = CELL_CLASSES.get(cell).torch_class
+    if cls is None:
+        others = [name for name in ENCODERS.names() if name != "builtin"]
+        raise ConfigError(
+            f"model.impl='builtin' is not allowed for model.cell={cell!r} (torch.nn has no such cell); "
+            f"allowed: {', '.join(others)}"
+        )
     return cls(
         input_size,
         hidden_size,

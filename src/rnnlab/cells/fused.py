@@ -11,7 +11,7 @@ per sequence instead of several per step. The ops::
     torch.ops.rnnlab_fused.lstm_forward(act, w_hh, hs, cs, tanh_c)
     torch.ops.rnnlab_fused.lstm_backward(act, w_hh_t, cs, tanh_c, d_out, dh0, dc, d_act)
 
-with the buffers and conventions of ``cells._LSTMScan`` (see the C++ below), which calls them and
+with the buffers and conventions of ``cells.scans.LSTMScan`` (see the C++ below), which calls them and
 keeps its eager loop as the fallback.
 
 Building: ``torch.utils.cpp_extension.load_inline`` compiles the source the first time a process

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from rnnlab.cells.encoders import build_encoder
-from rnnlab.cells.recurrent import CELL_CLASSES, RNNStack
+from rnnlab.cells.recurrent import CELL_CLASSES
+from rnnlab.cells.stack import RNNStack
 
 _TORCH_NAMES = (("weight_xh", "weight_ih"), ("weight_hh", "weight_hh"), ("bias_xh", "bias_ih"), ("bias_hh", "bias_hh"))
 

@@ -28,7 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from rnnlab.console import say, show
-from rnnlab.report.read import NoRunsError, find_run_dirs, read_run
+from rnnlab.report.read import NoRunsError, find_tensorboard_runs, read_run
 from rnnlab.report.render import figure, log_to_tensorboard, markdown
 from rnnlab.report.stats import Group, group_runs
 
@@ -37,7 +37,7 @@ def write_report(logdir: str | Path, out: str | Path | None = None, tensorboard:
     """Read every run under ``logdir``; write report.md and report.png (and the TensorBoard run) to ``out``."""
     logdir = Path(logdir)
     out = Path(out) if out is not None else logdir
-    run_dirs = find_run_dirs(logdir)
+    run_dirs = find_tensorboard_runs(logdir)
     if not run_dirs:
         raise NoRunsError(
             f"no runs found under {logdir} (a run directory holds config.yaml and events.out.tfevents.* files)"

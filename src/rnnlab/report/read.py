@@ -74,7 +74,7 @@ class Run:
         return max(norms[0], FLOOR) / norms[-1] if norms[-1] > 0 else math.nan
 
 
-def find_run_dirs(logdir: Path) -> list[Path]:
+def find_tensorboard_runs(logdir: Path) -> list[Path]:
     """Directories holding a run's ``config.yaml`` and TensorBoard events, at any depth, sorted."""
     return sorted(
         config.parent for config in Path(logdir).rglob(RUN_CONFIG) if any(config.parent.glob("events.out.tfevents.*"))

@@ -30,6 +30,7 @@ from rnnlab import console
 from rnnlab.errors import CommandError, ConfigError
 from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
+from rnnlab.sweep.results import param_text
 
 TRAIN_PY = Path(__file__).resolve().parents[2] / "train.py"  # src/train.py beside the package
 GUARD = Path(__file__).resolve().with_name("guard.py")
@@ -192,14 +193,10 @@ def tune(plan: Plan, cell: str, children: Children) -> Tuned:
             "more study.trial_epochs or another search space (study.params)"
         )
     tuned = Tuned(cell, plan.study_name(cell), dict(best["params"]), float(best["value"]), int(best["trial"]), seconds)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in tuned.params.items())
+    shown = ", ".join(f"{k}={param_text(v)}" for k, v in tuned.params.items())
     timing = f" in {seconds:.0f} s" if seconds is not None else " (done earlier)"
     say(f"tuned {cell}{timing}: trial {tuned.trial} {plan.metric}={tuned.value:.4f} {shown}")
     return tuned
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------------------------------- confirm

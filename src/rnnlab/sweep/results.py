@@ -44,7 +44,7 @@ def top_trials_table(study: optuna.Study, top_k: int, metrics: list[str] | None 
     param_names = sorted({name for trial in ranked for name in trial.params})
     header = ["trial", *value_names, *param_names]
     rows = [
-        [str(t.number), *(f"{v:.4g}" for v in t.values), *(_short(t.params.get(n)) for n in param_names)]
+        [str(t.number), *(f"{v:.4g}" for v in t.values), *(param_text(t.params.get(n)) for n in param_names)]
         for t in ranked
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -58,7 +58,8 @@ def top_trials_table(study: optuna.Study, top_k: int, metrics: list[str] | None 
     return "\n".join([f"study {study.study_name!r}: {states}; {title}:", *lines])
 
 
-def _short(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A sampled param's value as tables and summaries show it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
