@@ -82,7 +82,9 @@ def run(overrides: list[str], cell: str, impl: str, log_dir: str, quiet: list[st
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
-    summary = next((line for line in result.stdout.splitlines() if line.startswith("[rnnlab]")), None)
+    # the summary line: the run's last [rnnlab] line (its first says what the run is about to do)
+    lines = result.stdout.splitlines()
+    summary = next((line for line in reversed(lines) if line.startswith("[rnnlab]") and " params=" in line), None)
     if result.returncode != 0 or summary is None:
         return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1], "seconds": f"{seconds:.0f}"}
     metrics = dict(re.findall(r"(\S+)=(\S+)", summary))
