@@ -12,16 +12,19 @@ them all.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -263,6 +266,37 @@ def test_option_trains(root, data_dir, group, option):
     for logger in (cfg.get("logger") or {}).values():
         if logger._target_.endswith("CSVLogger"):
             assert "val/loss" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+
+
+class CrashAtEpoch(pl.Callback):
+    """A crash at the start of ``epoch``, after the previous epoch's checkpoint."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_csv_logger_keeps_the_rows_of_a_resumed_run(root, data_dir):
+    """logger=csv, resumed: metrics.csv keeps the epochs before the interruption (Lightning's CSV logger deleted
+    the file it found, warning about any non-empty run directory)."""
+    from rnnlab.app.resume import resume_config
+    from rnnlab.app.train import train
+
+    run_dir = root / "csv-resumed"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(budget.ENV, "tiny")
+        cfg = compose_config("train", ["logger=csv", "trainer.max_epochs=2", *ONE_CORE], run_dir, data_dir)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(cfg, extra_callbacks=[CrashAtEpoch(1)])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*will be deleted.*")
+            train(resume_config(str(run_dir / "checkpoints" / "last.ckpt"), overrides=[]))
+    with (run_dir / "metrics.csv").open(newline="") as file:
+        validated = [row["epoch"] for row in csv.DictReader(file) if row.get("val/loss")]
+    assert validated == ["0", "1"]
 
 
 @pytest.mark.parametrize("trainer", TRAINERS)
