@@ -376,8 +376,11 @@ def commands(request, root) -> Iterator[dict[str, Future]]:
         if item.module.__name__ == __name__ and "case" in getattr(getattr(item, "callspec", None), "params", {})
     ]
     runnable = [case for case in selected if not (case.startswith("trainer=") and skipped_trainer(case))]
-    with ThreadPoolExecutor(1) as pool:
+    pool = ThreadPoolExecutor(1)
+    try:
         yield {case: pool.submit(run_command, root / case.replace("/", "_"), COMMANDS[case]) for case in runnable}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a -x stop: only the running command is waited for
 
 
 def run_command(command_root: Path, args: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
