@@ -114,7 +114,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
                     vocabulary.save(run_dir / VOCABULARY)
                 for log_dir in tensorboard_dirs(trainer):
                     write_summaries(log_dir, session_start_summaries(flat_hparams(cfg), all_declared_metrics()))
-        metrics = fit_and_test(cfg, datamodule, model, trainer)
+        metrics, checkpoints = fit_and_test(cfg, datamodule, model, trainer)
         metrics["model/num_parameters"] = float(model.num_parameters)  # an objective of size-vs-accuracy sweeps
     except BaseException as error:
         if record is not None:
@@ -133,7 +133,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
             raise SystemExit(128 + signal.SIGTERM) from None
         raise
     if record is not None:
-        record.finish("completed", metrics=metrics, checkpoints=checkpoint_paths(trainer), epoch=trainer.current_epoch)
+        record.finish("completed", metrics=metrics, checkpoints=checkpoints, epoch=trainer.current_epoch)
         for log_dir in tensorboard_dirs(trainer):
             write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
             drop_empty_hparams_file(log_dir)
@@ -159,9 +159,17 @@ def check_optimized_metric(cfg: DictConfig, model: RecurrentModel) -> None:
         raise ConfigError(not_allowed("optimized_metric", name, validated))
 
 
-def fit_and_test(cfg: DictConfig, datamodule, model: RecurrentModel, trainer: pl.Trainer) -> dict[str, float]:
-    """Fit (resuming from ``ckpt_path`` if set), test as ``test``/``test_ckpt`` say; rank 0's final metrics."""
+def fit_and_test(
+    cfg: DictConfig, datamodule, model: RecurrentModel, trainer: pl.Trainer
+) -> tuple[dict[str, float], dict[str, str | None]]:
+    """Fit (resuming from ``ckpt_path`` if set), test as ``test``/``test_ckpt`` say; rank 0's final metrics and
+    the checkpoints the fit kept.
+
+    The checkpoints are read before testing: testing a checkpoint restores every callback's state as it was when
+    that checkpoint was saved, so with a best epoch 0 the last.ckpt callback would forget its file.
+    """
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    checkpoints = checkpoint_paths(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     checkpoint = _checkpoint_callback(trainer)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -173,7 +181,7 @@ def fit_and_test(cfg: DictConfig, datamodule, model: RecurrentModel, trainer: pl
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     for logger in trainer.loggers:
         logger.finalize("success")
-    return trainer.strategy.broadcast(metrics, src=0)  # one answer, whichever rank is asked
+    return trainer.strategy.broadcast(metrics, src=0), checkpoints  # one answer, whichever rank is asked
 
 
 def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
