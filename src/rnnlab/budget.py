@@ -23,6 +23,7 @@ TINY: Mapping[str, int] = {
     "trainer.limit_train_batches": 3,
     "trainer.limit_val_batches": 2,
     "trainer.limit_test_batches": 2,
+    "trainer.log_every_n_steps": 1,  # with 3 batches an epoch a larger interval would never log a step
     "model.hidden_size": 8,
     "length": 20,  # generate.py: steps generated
 }
