@@ -45,6 +45,7 @@ def signalled(script: str, args: list[str], root: Path, hold: dict[str, str], si
             os.killpg(process.pid, signum)
         else:
             process.send_signal(signum)
+        marker.unlink()  # lets a paused fit go on to the next batch, where Lightning acts on SIGTERM
         _, err = process.communicate(timeout=120)
     finally:
         process.kill()
@@ -113,9 +114,10 @@ def test_a_run_interrupted_before_it_got_under_way_leaves_nothing(held, name):
     assert not (root / "logs").exists()  # its reserved run directory and the folders made for it are gone
 
 
-def test_ctrl_c_in_fit_exits_130_and_records_the_run_interrupted(tmp_path, data_dir):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_fit_exits_with_its_code_and_records_the_run_interrupted(tmp_path, data_dir, signum):
     args = [*TINY, "trainer.max_epochs=2", f"paths.data_dir={data_dir}", "+callbacks.pause._target_=pausing.PauseInFit"]
-    code, err = signalled("train.py", args, tmp_path, {"RNNLAB_TEST_PAUSE": str(tmp_path / "paused")}, signal.SIGINT)
-    assert code == 130 and err.strip().splitlines()[-1] == "error: interrupted by SIGINT", err[-3000:]
+    code, err = signalled("train.py", args, tmp_path, {"RNNLAB_TEST_PAUSE": str(tmp_path / "paused")}, signum)
+    assert code == CODES[signum] and err.strip() == f"error: interrupted by {signal.Signals(signum).name}", err[-3000:]
     (record,) = tmp_path.glob("logs/*/*/*/version_0/run.json")
     assert json.loads(record.read_text())["status"] == "interrupted"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from rnnlab.app.records import (
 from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
 from rnnlab.app.validate import validate
 from rnnlab.console import say
-from rnnlab.errors import ConfigError, disk_full, first_line, metric_not_logged, not_allowed
+from rnnlab.errors import ConfigError, Terminated, disk_full, first_line, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
 from rnnlab.models.modules import all_declared_metrics
 from rnnlab.sweep.trial import trial_callbacks
@@ -132,7 +131,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
                     f"python src/train.py ckpt_path={last}"
                 )
         if isinstance(error, SystemExit) and not error.code:  # Lightning's SIGTERMException exits with 0
-            raise SystemExit(128 + signal.SIGTERM) from None
+            raise Terminated("SIGTERM in fit") from None  # exit code 143 with its line (rnnlab.app.setup)
         raise
     if record is not None:
         record.finish("completed", metrics=metrics, checkpoints=checkpoint_paths(trainer), epoch=trainer.current_epoch)

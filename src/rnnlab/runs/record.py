@@ -71,8 +71,11 @@ def parse_time(text: str | None) -> datetime | None:
 # ------------------------------------------------------------------------------------------- files
 
 
-def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a mix (temp, fsync, replace)."""
+def write_json_atomic(path: str | Path, data: Mapping[str, Any], *, in_place_when_full: bool = False) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a mix (temp, fsync, replace).
+
+    ``in_place_when_full``: on a full disk, overwrite the existing file in place instead (a record's final
+    state, which must not be lost for want of room for a temp file)."""
     path = Path(path)
     text = json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
     # Not tempfile.mkstemp: its files are private (0600) and the record should be as readable as any file
@@ -88,7 +91,7 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
     except OSError as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+        if not in_place_when_full or error.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
             raise
         _overwrite_in_place(path, text.encode("utf-8"))  # a full disk: the old file's blocks still take it
     except BaseException:
@@ -725,7 +728,7 @@ class RunRecord:
                 for key in USER_FIELDS:
                     if key not in own_fields and key in on_disk:
                         self._data[key] = on_disk[key]
-            write_json_atomic(self.path, self._data)
+            write_json_atomic(self.path, self._data, in_place_when_full=self._finished)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):
