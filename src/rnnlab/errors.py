@@ -6,6 +6,7 @@ what is allowed, so no traceback is needed.
 
 from __future__ import annotations
 
+import errno
 import math
 from collections.abc import Iterable
 from numbers import Real
@@ -65,3 +66,45 @@ def first_line(error: BaseException) -> str:
     """``Type: first line of the message``: one line for logs, records and trial attributes."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def raised_from(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first ``kind`` among ``error`` and the errors it was raised from (``__cause__``, else
+    ``__context__``), else None: e.g. the OSError under a library's wrapper, a CommandError under OmegaConf's."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` was raised from a full disk (or quota): writing more there would fail too."""
+    fault = raised_from(error, OSError)
+    return fault is not None and fault.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# Exit codes of an interrupted command, as a shell reports a command stopped by the signal (docs/usage.md).
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit) raised where Ctrl-C would be: every clean-up that runs for
+    Ctrl-C runs for it; only the exit code differs (143, not 130)."""
+
+
+def interrupting_signal(error: BaseException | None) -> str | None:
+    """``"SIGINT"`` or ``"SIGTERM"`` when ``error`` (or an error it was raised from) is an interruption, else
+    None. Lightning turns Ctrl-C into ``SystemExit(1)`` raised from the KeyboardInterrupt, and SIGTERM into
+    its ``SIGTERMException`` (known by name: no Lightning import in a leaf)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Terminated) or type(error).__name__ == "SIGTERMException":
+            return "SIGTERM"
+        if isinstance(error, KeyboardInterrupt):
+            return "SIGINT"
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

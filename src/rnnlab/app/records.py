@@ -8,6 +8,7 @@ crashed run is not shown as finished there.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,42 @@ class RecordProgress(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.exception = exception
+
+
+class CheckpointsWritten(pl.Callback):
+    """Stops a run whose checkpoints were not written, with the reason.
+
+    Lightning drops a PermissionError of a checkpoint write (``lightning_fabric``'s ``_atomic_save`` re-raises
+    only a cross-device one), so a run whose checkpoint folder became unwritable would train on without
+    them. Each epoch (and at the end of fit) the files its checkpoint callbacks say they wrote must exist.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer)
+
+    @staticmethod
+    def check(trainer: pl.Trainer) -> None:
+        if not trainer.is_global_zero:  # rank 0 writes the checkpoints
+            return
+        for callback in trainer.checkpoint_callbacks:
+            for path in {callback.best_model_path, callback.last_model_path} - {""}:
+                if not Path(path).is_file():
+                    raise not_written(Path(path))
+
+
+def not_written(path: Path) -> OSError:
+    """The error for a checkpoint that is not there: why its folder takes no file, where that can be seen."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        return OSError(error.errno, f"checkpoint {path} was not written: {path.parent}: {error.strerror}")
+    return OSError(errno.EIO, f"checkpoint {path} was not written")
 
 
 # ------------------------------------------------------------------------------------------- TensorBoard

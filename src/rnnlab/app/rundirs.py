@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.errors import ConfigError, first_line
+from rnnlab.errors import CommandError, ConfigError, first_line
 from rnnlab.runs.record import reserve_dir
 
 RUN_CONFIG = "config.yaml"  # the resolved config, saved in every run directory
@@ -54,7 +57,8 @@ def reserve(parent: str | Path, prefix: str = "version_") -> Path:
     while not top.parent.exists() and top.parent != top:
         top = top.parent
     created_top = top if not top.exists() else None
-    path = reserve_dir(parent, prefix)
+    with creating(parent):
+        path = reserve_dir(parent, prefix)
     _RESERVED.append((path, created_top or path))
     return path
 
@@ -75,6 +79,28 @@ def release_reserved() -> None:
             folder = folder.parent
 
 
+@contextlib.contextmanager
+def creating(path: Path) -> Iterator[None]:
+    """An OSError creating ``path`` (a read-only file system, a file where a folder should be, a full disk)
+    becomes one line naming the path and the problem."""
+    try:
+        yield
+    except FileExistsError:
+        raise  # a name taken meanwhile: the caller tries the next
+    except OSError as error:
+        raise CommandError(f"cannot create {path}: {os_problem(error, path)}") from error
+
+
+def os_problem(error: OSError, path: Path) -> str:
+    """What stopped an operation on ``path``, in words, with the path where it happened."""
+    if error.errno == errno.ENOTDIR:  # the first thing on the way that exists and is not a folder
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), error.filename)
+        return f"{blocker} is a file, not a directory"
+    where = error.filename or path
+    reason = (error.strerror or type(error).__name__).lower()
+    return f"{where}: {reason}"
+
+
 def forget_reserved() -> None:
     """The command got under way: what it reserved is its run's and stays."""
     _RESERVED.clear()
@@ -91,11 +117,12 @@ def _new_sweep_dir(wanted: str) -> str:
     folders. Cached by the resolver: the sweep and its jobs (joblib workers too: Hydra hands them the cache)
     read the one directory."""
     wanted_path = Path(wanted).absolute()
-    wanted_path.parent.mkdir(parents=True, exist_ok=True)
     candidate, number = wanted_path, 1
     while True:
         try:
-            candidate.mkdir()
+            with creating(candidate):
+                candidate.parent.mkdir(parents=True, exist_ok=True)
+                candidate.mkdir()
         except FileExistsError:
             number += 1
             candidate = wanted_path.with_name(f"{wanted_path.name}_{number}")

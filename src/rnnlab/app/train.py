@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from rnnlab.app.build import build, set_threads
 from rnnlab.app.launch import check_launch
 from rnnlab.app.records import (
     SESSION_STATUS,
+    CheckpointsWritten,
     RecordProgress,
     fate,
     session_end_summary,
@@ -29,7 +30,7 @@ from rnnlab.app.records import (
 from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
 from rnnlab.app.validate import validate
 from rnnlab.console import say
-from rnnlab.errors import ConfigError, metric_not_logged, not_allowed
+from rnnlab.errors import ConfigError, Terminated, disk_full, first_line, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
 from rnnlab.models.modules import all_declared_metrics
 from rnnlab.sweep.trial import is_trial, trial_callbacks
@@ -98,7 +99,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     trainer = None
     try:
         # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
-        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *([progress] if progress else [])]
+        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *([progress] if progress else []), CheckpointsWritten()]
         datamodule, model, trainer = build(cfg, callbacks)
         check_launch(trainer)
         check_optimized_metric(cfg, model)
@@ -119,10 +120,14 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
     except BaseException as error:
         if record is not None:
             status, line = fate(progress.exception or error)
-            record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
-            if trainer is not None:
-                for log_dir in tensorboard_dirs(trainer):
-                    write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
+            try:
+                record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
+            except OSError as write_error:  # a full disk: what stopped the run is still the error to report
+                error.add_note(f"its record {record.path} could not be written ({first_line(write_error)})")
+            if trainer is not None and not disk_full(error):  # no room for TensorBoard's: the record has it
+                with contextlib.suppress(OSError):
+                    for log_dir in tensorboard_dirs(trainer):
+                        write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
             last = run_dir / "checkpoints" / "last.ckpt"
             if status == "interrupted" and last.is_file():  # sweep trials keep no last.ckpt: the sweep reruns them
                 say(
@@ -130,7 +135,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
                     f"python src/train.py ckpt_path={last}"
                 )
         if isinstance(error, SystemExit) and not error.code:  # Lightning's SIGTERMException exits with 0
-            raise SystemExit(128 + signal.SIGTERM) from None
+            raise Terminated("SIGTERM in fit") from None  # exit code 143 with its line (rnnlab.app.setup)
         raise
     if record is not None:
         record.finish("completed", metrics=metrics, checkpoints=checkpoints, epoch=trainer.current_epoch)

@@ -15,6 +15,7 @@ interrupted; readers derive "killed" (a running record whose process is gone or 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -70,24 +71,48 @@ def parse_time(text: str | None) -> datetime | None:
 # ------------------------------------------------------------------------------------------- files
 
 
-def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a mix (temp, fsync, replace)."""
+def write_json_atomic(path: str | Path, data: Mapping[str, Any], *, in_place_when_full: bool = False) -> None:
+    """Write ``data`` so that readers see the old file or the new one, never a mix (temp, fsync, replace).
+
+    ``in_place_when_full``: on a full disk, overwrite the existing file in place instead (a record's final
+    state, which must not be lost for want of room for a temp file)."""
     path = Path(path)
     text = json.dumps(data, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
     # Not tempfile.mkstemp: its files are private (0600) and the record should be as readable as any file
     # the user creates (the umask decides), e.g. by colleagues listing a shared logs/ directory.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if not in_place_when_full or error.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
+            raise
+        _overwrite_in_place(path, text.encode("utf-8"))  # a full disk: the old file's blocks still take it
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` over ``path``'s own blocks (no new file, no truncation before writing), then cut the
+    rest: a small record's final state fits where its last one was when the disk has no room for a temp file.
+    Not atomic: the last resort when the atomic write cannot be made."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.ftruncate(fd, len(data))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 LOCK_WAIT_S = 10.0  # how long a writer waits for the record's file lock before writing without it
@@ -703,7 +728,7 @@ class RunRecord:
                 for key in USER_FIELDS:
                     if key not in own_fields and key in on_disk:
                         self._data[key] = on_disk[key]
-            write_json_atomic(self.path, self._data)
+            write_json_atomic(self.path, self._data, in_place_when_full=self._finished)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._interval):

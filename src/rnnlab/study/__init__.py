@@ -88,8 +88,8 @@ def main(cfg: DictConfig) -> None:
         report = write_study_report(plan, tuned, jobs)
         say(f"report: {report} {report.with_suffix('.png')}")
         console.show(report.read_text().split("\n![report]")[0])
-    except KeyboardInterrupt:  # StudyInterrupted (children stopped), or Ctrl-C while the report is written
-        exit_interrupted(plan.dir)
+    except KeyboardInterrupt as error:  # StudyInterrupted (children stopped), or Ctrl-C while the report is written
+        exit_interrupted(plan.dir, error)
 
 
 __all__ = ["Plan", "StudyCallback", "main", "make_plan", "plan_of"]

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from rnnlab import console
-from rnnlab.errors import CommandError, ConfigError
+from rnnlab.errors import EXIT_CODES, CommandError, ConfigError, Terminated, interrupting_signal
 from rnnlab.runs.record import read_record
 from rnnlab.study.plan import Plan
 from rnnlab.sweep.results import param_text
@@ -347,9 +347,9 @@ def run_study(cfg, plan: Plan) -> tuple[dict[str, Tuned], list[Confirm]]:
         plan.save_settings()
         tuned = {cell: tune(plan, cell, children) for cell in plan.cells}
         jobs = confirm(plan, tuned, children)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         children.stop()
-        raise StudyInterrupted() from None
+        raise StudyInterrupted(interrupting_signal(error)) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -362,14 +362,16 @@ def _main_thread() -> bool:
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated(f"signal {signum}")
 
 
 def interrupted_message(plan_dir: Path) -> str:
     return f"interrupted: rerun the same command to continue (finished trials and runs are kept in {plan_dir})"
 
 
-def exit_interrupted(plan_dir: Path) -> None:
-    """One line on stderr, exit code 130 (as a shell reports a command stopped by Ctrl-C)."""
+def exit_interrupted(plan_dir: Path, error: KeyboardInterrupt) -> None:
+    """One line on stderr, exit code 130 for SIGINT, 143 for SIGTERM (as a shell reports a command stopped
+    by the signal)."""
     print(interrupted_message(plan_dir), file=sys.stderr, flush=True)
-    raise SystemExit(130)
+    name = error.args[0] if isinstance(error, StudyInterrupted) and error.args else interrupting_signal(error)
+    raise SystemExit(EXIT_CODES.get(name or "SIGINT", 130))
