@@ -187,7 +187,7 @@ def test_sweep_writes_storage_best_yaml_and_a_rerun_continues_the_study(tmp_path
     cfg = compose_config("train", best["overrides"], tmp_path / "rerun", data_dir)
     assert cfg.model.optimizer.lr == pytest.approx(best["params"]["model.optimizer.lr"])
     assert not any(o.startswith(("++optuna_trial", "hydra.", "threads")) for o in best["overrides"])
-    assert "hparams_search=optuna" in best["command"] and "hparams_search" not in best["full_command"]
+    assert "hparams_search=optuna" in best["trial_command"] and "hparams_search" not in best["command"]
 
     first = {t.number: t.value for t in study.trials}
     assert_ok(sweep(tmp_path, data_dir, "hydra.sweeper.n_trials=5"))  # n_trials counts the whole study

@@ -38,14 +38,14 @@ def test_a_study_owns_its_folders_and_remembers_its_fixed_overrides(tmp_path, da
     steps = [step for step, _ in read_scalars(events)["val/acc"]]
     owned = snapshot(sweep_dir)
 
-    # best.yaml's command reproduces the trial: its overrides compose the trial's config
+    # best.yaml's trial_command reproduces the trial: its trial_overrides compose the trial's config
     best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
     trial_cfg = yaml.safe_load((sweep_dir / "trial_0" / "config.yaml").read_text())
-    again = compose_config("train", best["overrides"], tmp_path / "again", data_dir)
+    again = compose_config("train", best["trial_overrides"], tmp_path / "again", data_dir)
     assert again.trainer.max_epochs == trial_cfg["trainer"]["max_epochs"] == 2
     assert again.model.optimizer.lr == pytest.approx(trial_cfg["model"]["optimizer"]["lr"])
-    assert again.test is False and "hparams_search=optuna" in best["command"]
-    assert "hparams_search" not in best["full_command"] and "trainer.max_epochs=2" in best["full_command"]
+    assert again.test is False and "hparams_search=optuna" in best["trial_command"]
+    assert "hparams_search" not in best["command"] and "trainer.max_epochs=2" in best["command"]
 
     # continuing it with another budget is refused, naming the difference; nothing changes
     refused = run_cli("train.py", *args, "trainer.max_epochs=3", "hydra.sweeper.n_trials=2", root=tmp_path)

@@ -94,7 +94,10 @@ def test_stateful_chunks_continue_row_by_row():
         ),
         (lambda: AddingDataModule(seq_len=0), r"data.seq_len=0"),
         (lambda: AddingDataModule(num_val=-1), r"data.num_val=-1"),
-        (lambda: SineDataModule(series_len=30, seq_len=50), r"data.series_len=30 is shorter than one window"),
+        (
+            lambda: SineDataModule(series_len=30, seq_len=50),
+            r"data.series_len=30 is too short: it must hold one window",
+        ),
         (lambda: SineDataModule(periods=[]), r"data.periods=\[\]"),
         (lambda: SineDataModule(series_len=200, seq_len=50, stateful=True, batch_size=8), r"too short"),
     ],

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,8 @@ from rnnlab.console import SWEEP, say, show
 from rnnlab.errors import CommandError, first_line
 
 TRIAL_KEY = "optuna_trial"  # the job config node naming the job's trial (rnnlab's conf/hparams_search)
-# Command-line groups that only configure the sweep (its budget); best.yaml's full_command leaves them out.
+# Command-line groups that only configure the sweep (its budget): best.yaml's command (the full training) leaves
+# them out, its trial_command keeps them.
 SWEEP_ONLY_KEYS = ("hparams_search",)
 # Launchers that run trials on this machine, whose GPUs the sweeper hands out (others, e.g. SLURM, get theirs
 # from the cluster).
@@ -54,6 +55,10 @@ QUIET_LOGGERS = (
 )
 SAMPLER_PACKAGES = {"CmaEsSampler": ("cmaes",), "GPSampler": ("torch", "scipy")}
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# How long a trial slot whose job was cut short (its worker gone, the job exited) waits for the sweep's own
+# signal handler, before it records the outcome: Ctrl-C reaches the workers and the sweep at once, and the
+# handler runs in the main thread a moment later. Past it, the trial failed on its own.
+SIGNAL_GRACE_S = 1.0
 
 
 class SweepFailedError(CommandError, RuntimeError):
@@ -106,6 +111,7 @@ class RnnlabOptunaSweeper(Sweeper):
         self._running: dict[int, float] = {}  # numbers of the trials this sweep runs now
         self._stop = threading.Event()  # no more trials: interrupted, grid exhausted
         self._signal: int | None = None
+        self._signalled = threading.Event()  # set with ``_signal``: trial slots wait on it
         self._shield = 0  # > 0 while the main thread is in a section a signal must not cut (``_shielded``)
         self._distributions: dict[str, Any] = {}
         self._grid_points: int | None = None  # the points of a grid or brute-force sampler's search space
@@ -354,7 +360,9 @@ class RnnlabOptunaSweeper(Sweeper):
                     except _Interrupted:
                         self._stop.set()
                         self._record_interrupted(study, storage)
-                        _stop_local_workers()
+                        while not all(future.done() for future in futures):
+                            _stop_local_workers()  # and any worker the launcher started since
+                            wait(futures, timeout=0.5)
                         raise
         except (_Interrupted, KeyboardInterrupt):
             self._stop.set()
@@ -377,6 +385,7 @@ class RnnlabOptunaSweeper(Sweeper):
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signal is None:
             self._signal = signum
+            self._signalled.set()
             for sig in EXIT_CODES:  # a second Ctrl-C must not cut the recording short
                 signal.signal(sig, signal.SIG_IGN)
             if self._shield == 0:  # else raised as the shielded section ends
@@ -397,10 +406,9 @@ class RnnlabOptunaSweeper(Sweeper):
 
     def _record_interrupted(self, study, storage) -> None:
         name = signal.Signals(self._signal or signal.SIGINT).name
-        with self._study_lock:
-            running = list(self._running)
-        for number in running:
-            trials.fail_lost(study, storage, number, f"lost: the sweep was interrupted by {name}")
+        with self._study_lock:  # no slot records an outcome meanwhile (its error would replace the lost reason)
+            for number in list(self._running):
+                trials.fail_lost(study, storage, number, f"lost: the sweep was interrupted by {name}")
 
     def _next_trial(self, study, storage, n_trials, outcomes, custom):
         """(trial, position) of the next trial to run, asked from the stored study; None once it holds
@@ -453,17 +461,20 @@ class RnnlabOptunaSweeper(Sweeper):
             # No validate_batch_is_legal: it composes the job's config once more in this process (~0.3 s a
             # trial); a config that does not compose fails in the launcher just the same, and lands below.
             result: Any = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
-        except Exception as error:  # composition or launcher failure: the trial failed, the sweep goes on
-            result = error
-        except BaseException as error:  # SIGINT/SIGTERM (Lightning turns Ctrl-C into SystemExit) or a job's exit
+        except BaseException as error:  # a composition or launcher failure, or the job cut short by a signal or a kill
+            # (Lightning turns Ctrl-C into SystemExit; a worker killed by Ctrl-C breaks the launcher's pool)
+            if self._signal is None and threading.current_thread() is not threading.main_thread():
+                self._signalled.wait(SIGNAL_GRACE_S)  # a Ctrl-C is the sweep's too: its handler runs in a moment
             if self._signal is not None or isinstance(error, (KeyboardInterrupt, _Interrupted)):
                 raise _Interrupted() from None
-            result = RuntimeError(f"the job exited: {first_line(error)}")
+            result = error if isinstance(error, Exception) else RuntimeError(f"the job exited: {first_line(error)}")
         try:
             with (
                 self._shielded(),
                 self._study_lock,
             ):  # the slots' tells (and the sampler's after-trial work) one at a time
+                if self._signal is not None:  # the trial is lost, whatever its job said: _record_interrupted says so
+                    raise _Interrupted()
                 try:
                     state, values, reason = trials.tell(study, trial, result, len(study.directions))
                 except trials.GridExhausted:  # this trial is recorded; there is no other point to try

@@ -82,12 +82,20 @@ def _flat(node: Any, prefix: str) -> dict[str, Any]:
     return flat
 
 
+def builds_model_of(cfg: DictConfig, state_dict: dict) -> bool:
+    """Whether the model ``cfg`` builds (for its data's task) has exactly the weights of ``state_dict``."""
+    from hydra.utils import instantiate
+
+    model = instantiate(cfg.model, task=instantiate(cfg.data).task)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return expected == {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
+
+
 def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> None:
     """Refuse, with one line, a resume that could not continue the run: an unreadable checkpoint, a model
     whose weights differ from the checkpoint's, a one-cycle schedule asked to change length, a run that
     has no epochs left."""
     import torch
-    from hydra.utils import instantiate
 
     try:
         checkpoint = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
@@ -95,10 +103,7 @@ def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> Non
     except Exception as error:
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} is not a readable checkpoint ({first_line(error)})") from None
 
-    model = instantiate(cfg.model, task=instantiate(cfg.data).task)
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    found = {name: tuple(tensor.shape) for name, tensor in state.items()}
-    if expected != found:
+    if not builds_model_of(cfg, state):
         changes = _changed(cfg, original, "model") or ["the model"]
         raise ConfigError(
             f"{', '.join(changes)} does not match the checkpoint in {run_dir}; a resumed run keeps its model"

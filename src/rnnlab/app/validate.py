@@ -16,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from rnnlab.app.rundirs import VOCABULARY, load_run_config, run_dir_of_checkpoint
+from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, load_run_config, run_dir_of_checkpoint
 from rnnlab.devices import GPU_ACCELERATORS, gpu_available
 from rnnlab.errors import ConfigError, check_number, check_one_of, first_line
 
@@ -123,6 +123,24 @@ def check_checkpoint(key: str, ckpt_path: str) -> tuple[dict, DictConfig]:
     return checkpoint, load_run_config(run_dir)
 
 
+def check_weights_of_run(key: str, ckpt_path: str, checkpoint: dict, run_cfg: DictConfig) -> None:
+    """The checkpoint holds the weights of the model its run's config builds (not another run's file copied in)."""
+    from hydra.errors import InstantiationException
+
+    from rnnlab.app.resume import builds_model_of
+
+    run_config = run_dir_of_checkpoint(ckpt_path, key) / RUN_CONFIG
+    try:
+        fits = builds_model_of(run_cfg, checkpoint["state_dict"])
+    except InstantiationException as error:  # the run's data or model no longer builds (a corpus moved away)
+        raise ConfigError(f"{run_config} no longer builds its run ({first_line(error.__cause__ or error)})") from None
+    if not fits:
+        raise ConfigError(
+            f"{key}={ckpt_path!r} does not hold the weights of the model of its run ({run_config}); "
+            "give a checkpoint that run wrote"
+        )
+
+
 def validate_train(cfg: DictConfig) -> None:
     """``src/train.py``: the config; a resumed run's checkpoint and saved config."""
     if cfg.get("ckpt_path"):
@@ -133,33 +151,35 @@ def validate_train(cfg: DictConfig) -> None:
 def validate_eval(cfg: DictConfig) -> None:
     """``src/eval.py``: threads, the checkpoint and its run's config, the trainer overrides."""
     check_common(cfg)
-    _, run_cfg = check_checkpoint("ckpt_path", cfg.ckpt_path)
+    checkpoint, run_cfg = check_checkpoint("ckpt_path", cfg.ckpt_path)
+    check_weights_of_run("ckpt_path", cfg.ckpt_path, checkpoint, run_cfg)
     check_trainer(OmegaConf.merge(run_cfg.trainer, cfg.get("trainer") or {}))
 
 
 def validate_generate(cfg: DictConfig) -> None:
     """``src/generate.py``: the checkpoint of a generative run and the sampling arguments."""
     # The arguments first (no torch), then the checkpoint.
+    # Every argument is checked whatever the task: a text run's sampling arguments given to a series run
+    # (or a series' to a text run) are still the user's values, and a wrong one is still wrong.
     check_common(cfg)
     check_number("length", cfg.length, integer=True, low=1, low_inclusive=True)
+    check_number("temperature", cfg.temperature, low=0, low_inclusive=True)  # 0: the likeliest token
+    if cfg.top_k is not None:
+        check_number("top_k", cfg.top_k, integer=True, low=1, low_inclusive=True)
+    check_number("seed_len", cfg.seed_len, integer=True, low=1, low_inclusive=True)
     vocabulary_file = run_dir_of_checkpoint(cfg.ckpt, "ckpt") / VOCABULARY
     text = vocabulary_file.is_file()
-    if text:  # sampled from a prompt
-        check_number("temperature", cfg.temperature, low=0, low_inclusive=True)  # 0: the likeliest token
-        if cfg.top_k is not None:
-            check_number("top_k", cfg.top_k, integer=True, low=1, low_inclusive=True)
-        if not isinstance(cfg.prompt, str) or not cfg.prompt:
-            raise ConfigError(f"prompt={cfg.prompt!r} is not allowed; give some text to start from, e.g. prompt='The '")
-    else:  # a series, continued from a split's first seed_len points
-        check_number("seed_len", cfg.seed_len, integer=True, low=1, low_inclusive=True)
+    if text and (not isinstance(cfg.prompt, str) or not cfg.prompt):  # sampled from a prompt
+        raise ConfigError(f"prompt={cfg.prompt!r} is not allowed; give some text to start from, e.g. prompt='The '")
     checkpoint, run_cfg = check_checkpoint("ckpt", cfg.ckpt)
     check_generative_checkpoint(cfg.ckpt, checkpoint)
+    check_weights_of_run("ckpt", cfg.ckpt, checkpoint, run_cfg)
     if text:
         check_prompt(cfg.prompt, load_vocabulary(vocabulary_file))
         return
     from rnnlab.data.synthetic import SPLITS
 
-    check_one_of("split", cfg.split, SPLITS)
+    check_one_of("split", cfg.split, SPLITS)  # a series, continued from a split's first seed_len points
     if isinstance(run_cfg.data.get("series_len"), int) and cfg.seed_len + cfg.length > run_cfg.data.series_len:
         raise ConfigError(
             f"seed_len + length = {cfg.seed_len} + {cfg.length} is more than the run's {run_cfg.data.series_len}-point "

@@ -15,6 +15,17 @@ from rnnlab.data.augment import SeriesAugment
 from rnnlab.data.loaders import TensorDataModule, TensorPairs, positive_int
 from rnnlab.data.task import TaskSpec
 
+CLASSES = 10  # mnist1d's templates: the digits 0..9
+
+
+def mnist1d_train_size(**overrides) -> int:
+    """Training samples of the generated split (4000 for the default arguments), from mnist1d's arguments
+    alone: nothing is generated or read (``make_dataset`` draws ``num_samples // 10`` per class, then splits)."""
+    from mnist1d.data import get_dataset_args
+
+    args = {**get_dataset_args(as_dict=True), **overrides}
+    return int(args["num_samples"] // CLASSES * CLASSES * args["train_split"])
+
 
 def mnist1d_arrays(data_dir: str | os.PathLike, **overrides) -> dict[str, np.ndarray]:
     """The MNIST-1D dataset generated locally with ``mnist1d`` (never downloaded), cached as .npz.
@@ -69,7 +80,7 @@ class MNIST1DDataModule(TensorDataModule):
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.augment = SeriesAugment.from_config(augment)
-        self.task = TaskSpec(kind="classification", input_size=1, seq_len=40, output_size=10)
+        self.task = TaskSpec(kind="classification", input_size=1, seq_len=40, output_size=CLASSES)
         self.splits: dict[str, TensorPairs] = {}
 
     @classmethod
@@ -79,6 +90,12 @@ class MNIST1DDataModule(TensorDataModule):
         positive_int("data.batch_size", batch_size)
         positive_int("data.eval_batch_size", eval_batch_size)
         positive_int("data.val_size", val_size)
+        train_size = mnist1d_train_size()
+        if val_size >= train_size:
+            raise ValueError(
+                f"data.val_size={val_size} is not allowed; must be smaller than the {train_size} training samples "
+                "it is carved from"
+            )
         SeriesAugment.from_config(augment)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -99,8 +116,6 @@ class MNIST1DDataModule(TensorDataModule):
         arrays = mnist1d_arrays(self.data_dir)
         x = torch.as_tensor(arrays["x"], dtype=torch.float32).unsqueeze(-1)
         y = torch.as_tensor(arrays["y"], dtype=torch.long)
-        if self.val_size >= len(x):
-            raise ValueError(f"data.val_size={self.val_size} must be smaller than the {len(x)} training samples")
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         self.splits = {

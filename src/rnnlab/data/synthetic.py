@@ -268,7 +268,12 @@ class SineDataModule(GeneratedDataModule):
         shuffle_seed: int = 0,
     ):
         self.check_arguments(
-            series_len=series_len, seq_len=seq_len, periods=periods, noise=noise, batch_size=batch_size
+            series_len=series_len,
+            seq_len=seq_len,
+            periods=periods,
+            noise=noise,
+            stateful=stateful,
+            batch_size=batch_size,
         )
         super().__init__(batch_size, seed, shuffle_seed)
         self.stateful = stateful
@@ -279,10 +284,6 @@ class SineDataModule(GeneratedDataModule):
                 x, y = stateful_chunks(series, seq_len, self.batch_size)
             else:
                 x, y = next_step_windows(series, seq_len)
-                if len(x) == 0:
-                    raise ValueError(
-                        f"data.series_len={series_len} is shorter than one window of data.seq_len={seq_len}"
-                    )
             self.splits[split] = TensorPairs(x, y)
         self.task = TaskSpec(
             kind="regression",
@@ -297,12 +298,20 @@ class SineDataModule(GeneratedDataModule):
 
     @classmethod
     def check_arguments(
-        cls, *, series_len: int, seq_len: int, periods: Sequence[float], noise: float, **arguments
+        cls, *, series_len: int, seq_len: int, periods: Sequence[float], noise: float, stateful: bool, **arguments
     ) -> None:
         super().check_arguments(**arguments)
         check_seq_len("data.seq_len", seq_len)
         positive_int("data.series_len", series_len)
         check_sine(periods, noise)
+        # Sizes alone say whether a split holds one window (one chunk per stream): no series is generated.
+        streams = arguments["batch_size"] if stateful else 1
+        if (series_len - 1) // streams < seq_len:
+            per = f" for each of data.batch_size={streams} streams (data.stateful=true)" if stateful else ""
+            raise ValueError(
+                f"data.series_len={series_len} is too short: it must hold one window of data.seq_len={seq_len} "
+                f"plus its target{per}; give data.series_len >= {streams * seq_len + 1}"
+            )
 
     def _loader(self, split: str) -> DataLoader:
         if self.stateful:  # one chunk of all streams per batch, in time order; a process keeps its own streams

@@ -7,10 +7,12 @@ Light (no torch): the sweep's parent process imports it (matplotlib only for the
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from omegaconf import OmegaConf
 
 if TYPE_CHECKING:
@@ -81,17 +83,38 @@ def override_value(value: Any) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# best.yaml's head: what its commands do (one home for the explanation, read with ``cat best.yaml``).
+BEST_HEADER = """\
+# command: trains the best setting in full (the normal budget, the test, every checkpoint); overrides: its arguments.
+# trial_command: reproduces the trial exactly (the sweep's budget: no test, no last.ckpt); trial_overrides: its args.
+"""
+
+
 def _entry(trial: optuna.trial.FrozenTrial, base: list[str], full_base: list[str], script: str) -> dict[str, Any]:
     params = {name: trial.params[name] for name in sorted(trial.params)}
     settings = [f"{name}={override_value(value)}" for name, value in params.items()]
+    full, exact = [*full_base, *settings], [*base, *settings]
     return {
         "trial": trial.number,
+        "command": shlex.join(["python", script, *full]),
+        "trial_command": shlex.join(["python", script, *exact]),
         "params": params,
         "run_dir": trial.user_attrs.get("run_dir"),
-        "overrides": [*base, *settings],
-        "command": " ".join(["python", script, *base, *settings]),
-        "full_command": " ".join(["python", script, *full_base, *settings]),
+        "overrides": full,
+        "trial_overrides": exact,
     }
+
+
+class _BestDumper(yaml.SafeDumper):
+    """Commands as literal blocks: each on a line of its own, never wrapped or re-quoted, copyable as printed."""
+
+
+_BestDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if value.startswith("python ") else None
+    ),
+)
 
 
 def write_best(
@@ -104,10 +127,10 @@ def write_best(
 ) -> Path | None:
     """``<sweep dir>/best.yaml``: the best trial (or the Pareto front) with the commands to train it again.
 
-    ``command`` reproduces the trial exactly: the study's fixed overrides (which every trial shared) plus its
-    params. ``full_command`` leaves out the sweep-only groups (``hparams_search``: the sweep's budget), to train
-    the setting as a normal run. ``overrides`` are ``command``'s arguments:
-    ``python src/train.py $(python -c "import yaml;print(*yaml.safe_load(open('best.yaml'))['overrides'])")``
+    ``command`` (first) trains the best setting in full: the study's fixed overrides without the sweep-only
+    groups (``hparams_search``: the sweep's budget, no test) plus the trial's params. ``trial_command``
+    reproduces the trial exactly (every fixed override). ``overrides`` / ``trial_overrides`` are their
+    arguments: ``python src/train.py $(python -c "import yaml;print(*yaml.safe_load(open('best.yaml'))['overrides'])")``
     """
     ranked = ranked_trials(study)
     if not ranked:
@@ -133,7 +156,8 @@ def write_best(
         }
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / BEST_FILE
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(content)))
+    body = yaml.dump(content, Dumper=_BestDumper, sort_keys=False, width=float("inf"), allow_unicode=True)
+    path.write_text(BEST_HEADER + body)
     return path
 
 

@@ -52,6 +52,21 @@ def _sqlite_file_problem(database: str) -> str | None:
     return None
 
 
+def with_installed_driver(url: str) -> str:
+    """``url`` with a driver that is installed, where it names none: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3, while the ``[postgres]`` extra installs psycopg2. Other URLs unchanged."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername != "postgresql" or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        return url  # neither: the error says psycopg is missing, as SQLAlchemy means it
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
 def open_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None, stale_trial_callback=None
 ):
@@ -72,6 +87,7 @@ def open_storage(
         backend = parsed.get_backend_name()
     except (ArgumentError, TypeError) as error:
         raise _refused(str(url), first_line(error)) from None
+    given, url = url, with_installed_driver(url)  # messages name the URL as given
     if backend == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             problem = _sqlite_file_problem(parsed.database)
@@ -97,12 +113,12 @@ def open_storage(
             # Processes opening a new storage at once race to create its tables; the loser finds them next time.
             racing = isinstance(error, IntegrityError) or "already exists" in str(error) or "locked" in str(error)
             if not racing:
-                raise _refused(url, str(getattr(error, "orig", None) or first_line(error)).splitlines()[0]) from None
+                raise _refused(given, str(getattr(error, "orig", None) or first_line(error)).splitlines()[0]) from None
             if attempt == STORAGE_INIT_ATTEMPTS:
                 raise
             time.sleep(attempt)
         except (SQLAlchemyError, ImportError, ValueError) as error:
             reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-            raise _refused(url, f"{type(error).__name__}: {reason}") from None
+            raise _refused(given, f"{type(error).__name__}: {reason}") from None
         except optuna.exceptions.StorageInternalError as error:
-            raise _refused(url, first_line(error.__cause__ or error)) from None
+            raise _refused(given, first_line(error.__cause__ or error)) from None
