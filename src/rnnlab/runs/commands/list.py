@@ -73,9 +73,11 @@ def write_csv(records: list[dict[str, Any]]) -> None:
 DEFAULT_WIDTH = 120  # piped output fits a common terminal; on a terminal, its own width
 
 
-def chosen_columns(records: list[dict[str, Any]], wanted: list[str] | None, wide: bool, width: int) -> list[Column]:
+def chosen_columns(
+    records: list[dict[str, Any]], wanted: list[str] | None, wide: bool, width: int
+) -> tuple[list[Column], int]:
     """The columns to show, in display order: ``--columns`` as given, ``--wide`` all, else the default ones
-    that fit ``width`` (``fit``: whole columns by importance)."""
+    that fit ``width`` (``fit``: whole columns by importance); and how many default ones were left out."""
     columns = all_columns(records)
     if wanted:
         labels = {column.label: key for key, column in columns.items()}
@@ -83,13 +85,13 @@ def chosen_columns(records: list[dict[str, Any]], wanted: list[str] | None, wide
         if unknown:
             allowed = ", ".join([*FIELDS, *(c.label for k, c in columns.items() if k not in FIELDS)][:30])
             raise UsageError(f"--columns {unknown[0]!r} is not a column of these runs; allowed: {allowed}")
-        return [columns[labels.get(name, name)] for name in wanted]
+        return [columns[labels.get(name, name)] for name in wanted], 0
     if wide:
-        return list(columns.values())
+        return list(columns.values()), 0
     keys, essential = default_keys(records, columns)
     shown = fit([columns[key] for key in keys], width, essential)
     order = list(columns)
-    return sorted(shown, key=lambda column: order.index(column.key))
+    return sorted(shown, key=lambda column: order.index(column.key)), len(keys) - len(shown)
 
 
 def render_list(
@@ -104,8 +106,7 @@ def render_list(
     ``group``: runs of one parent (sweep, study, compare) together, under a line naming it."""
     terminal = on_terminal()
     width = console().width if terminal else DEFAULT_WIDTH
-    columns = chosen_columns(records, wanted, wide, width)
-    hidden = len(default_keys(records, all_columns(records))[0]) - len(columns) if not (wanted or wide) else 0
+    columns, hidden = chosen_columns(records, wanted, wide, width)
     if hidden > 0:
         more = f"{hidden} more column{'s' * (hidden != 1)}: --wide shows all, --columns chooses"
         caption = f"{caption}; {more}" if caption else more
@@ -129,27 +130,30 @@ def render_list(
 
 
 def render_rich(columns: list[Column], groups: dict[str, list[int]], group: bool, caption: str) -> None:
+    """The rich table; grouped, the header and then each parent's line and its rows (same column widths)."""
     from rich.table import Table
     from rich.text import Text
 
     out = console()
-    table = Table(box=None, header_style="bold", pad_edge=False, caption=caption or None, caption_justify="left")
-    for column in columns:  # widths given: rich's own measuring is slower
-        table.add_column(column.label, no_wrap=True, justify="right" if column.right else "left", width=column.width)
     status = next((i for i, column in enumerate(columns) if column.key == "status"), None)
-    for name, indices in groups.items():
-        if group:
-            table.add_row(Text(f"{name or '(no parent)'}: {len(indices)} runs", style="bold", overflow="ignore"))
-        for i in indices:
-            table.add_row(
-                *(
-                    Text(c.cells[i], style=STATUS_STYLES.get(c.cells[i], "") if j == status else "")
-                    for j, c in enumerate(columns)
-                )
-            )
-        if group:
-            table.add_section()
-    out.print(table)
+
+    def table(rows: list[int], header: bool, caption: str | None = None) -> Table:
+        made = Table(box=None, header_style="bold", pad_edge=False, show_header=header, caption=caption)
+        made.caption_justify = "left"
+        for column in columns:  # widths given: rich's own measuring is slower
+            made.add_column(column.label, no_wrap=True, justify="right" if column.right else "left", width=column.width)
+        for i in rows:
+            cells = [column.cells[i] for column in columns]
+            made.add_row(*(Text(c, style=STATUS_STYLES.get(c, "") if j == status else "") for j, c in enumerate(cells)))
+        return made
+
+    if not group:
+        out.print(table(next(iter(groups.values())), header=True, caption=caption or None))
+        return
+    out.print(table([], header=True))
+    for number, (name, rows) in enumerate(groups.items()):
+        out.print(Text(f"{name or '(no parent)'}: {len(rows)} run{'s' * (len(rows) != 1)}", style="bold"))
+        out.print(table(rows, header=False, caption=caption if number == len(groups) - 1 and caption else None))
 
 
 class List(Subcommand):
