@@ -4,7 +4,8 @@ TensorBoard's HPARAMS table (``rnnlab.app.records``) both show.
 A run's record keeps every resolved config value (``params``); a reader compares runs by what a user set:
 no ``_target_``/``_partial_`` keys, no paths (the run's own directory, ``paths.*``, ``data.data_dir``), no
 derived copies (``run_name`` repeats cell, impl and hidden size; ``data.shuffle_seed`` is ``${seed}``;
-``model.scheduler.max_lr`` is ``${model.optimizer.lr}``), and the key settings first.
+``model.scheduler.max_lr`` is ``${model.optimizer.lr}``), no reporting switches (``REPORTING``), and the key
+settings first.
 
 Derived copies are found from the config itself, not from a list of names: a key whose value in the
 unresolved config interpolates another key (``${seed}``) is a copy (``derived_keys``); a run records
@@ -20,6 +21,16 @@ from typing import Any
 
 # Shown first, in this order, by every view (the rest follow in config order).
 KEY_SETTINGS = ("model.cell", "model.impl", "model.hidden_size", "model.optimizer.lr", "seed")
+# How a run reports (progress bar, layer table, logging interval, testing) and how many threads it takes:
+# a sweep changes them for its trials, yet runs that differ only there learned the same thing.
+REPORTING = (
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.num_sanity_val_steps",
+    "threads",
+    "test",
+)
 # Where things go, not what the run is.
 PATH_SECTIONS = ("paths.", "hydra.")
 PATH_SUFFIXES = ("_dir", "_path", "dirpath")
@@ -66,6 +77,7 @@ def settings(params: Mapping[str, Any], derived: Iterable[str] = (), same_as: It
         key: value
         for key, value in params.items()
         if key not in skip
+        and key not in REPORTING
         and not is_internal(key)
         and not is_path(key, value)
         and not (isinstance(value, str) and value in shown_elsewhere)
