@@ -58,7 +58,7 @@ def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 
 
 SCHEMA_1 = """schema id name kind dir task parent status error epoch command overrides cwd started ended duration_s
-heartbeat heartbeat_interval host pid devices versions git params metrics checkpoints resumes tags note debug"""
+heartbeat heartbeat_interval host pid devices versions git params derived metrics checkpoints resumes tags note debug"""
 
 
 def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
@@ -491,17 +491,8 @@ def test_list_shows_newest_first_with_the_params_that_vary_and_the_metrics(tmp_p
     done = cli(cwd=tmp_path)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     header, *rows = done.stdout.strip().splitlines()
-    assert header.split() == [
-        "id",
-        "name",
-        "status",
-        "started",
-        "duration",
-        "model.cell",
-        "seed",
-        "val/acc_best",
-        "val/loss",
-    ]
+    # The settings that vary (short names) and the key metrics; the rest with --wide.
+    assert header.split() == ["id", "name", "status", "cell", "seed", "val/acc_best"]
     assert [row.split()[1] for row in rows] == [
         "gru-custom-h8",
         "vanilla-builtin-h8",
@@ -530,10 +521,27 @@ def test_on_a_terminal_the_listing_is_a_rich_table_with_the_same_columns(tmp_pat
     assert Text.from_ansi(terminal.getvalue()).plain.strip().endswith("2 of 4 runs (--limit 0 lists all)")
 
 
-def test_a_table_too_wide_for_the_terminal_shrinks_the_widest_param_and_metric_columns_first():
-    assert list_command.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=50) == [8, 10, 16, 16]
-    assert list_command.shrink_to_fit([8, 10, 30, 20], fixed=[0, 1], available=80) == [8, 10, 30, 20]
-    assert list_command.shrink_to_fit([8, 10, 6, 7], fixed=[0, 1], available=20) == [8, 10, 5, 5]  # not below 5
+def test_a_table_too_wide_for_the_terminal_leaves_out_whole_columns_and_elides_names_only_for_essential_ones():
+    from rnnlab.runs.columns import Column, fit
+
+    def columns() -> list[Column]:
+        return [
+            Column("id", "id", ["0123abcd"]),
+            Column("name", "name", ["n" * 30]),
+            Column("status", "status", ["completed"]),
+            Column("lr", "lr", ["0.0050"]),
+            Column("x", "x" * 40, ["1"]),
+            Column("val/acc", "val/acc", ["0.9500"]),
+        ]
+
+    chosen = fit(columns(), width=80)  # x does not fit and val/acc is not essential: left out whole
+    assert [c.key for c in chosen] == ["id", "name", "status", "lr", "val/acc"]
+    assert chosen[1].cells == ["n" * 30]
+    chosen = fit(columns(), width=60, essential={"x"})  # not even with the name at its narrowest (20)
+    assert [c.key for c in chosen] == ["id", "name", "status", "lr"]
+    chosen = fit(columns(), width=91, essential={"x"})  # the name elided to 20 makes room for x, not val/acc
+    assert [c.key for c in chosen] == ["id", "name", "status", "lr", "x"]
+    assert chosen[1].cells == ["n" * 9 + "…" + "n" * 10]
 
 
 def test_list_filters_sorts_and_limits(tmp_path, runs):
@@ -758,11 +766,13 @@ def test_the_package_stays_a_light_leaf():
         "rnnlab.errors",  # the one-line error helpers, a leaf
         "rnnlab.runs",
         "rnnlab.runs.cli",
+        "rnnlab.runs.columns",
         "rnnlab.runs.commands",
         *(f"rnnlab.runs.commands.{path.stem}" for path in sorted(COMMANDS_DIR.glob("[!_]*.py"))),
         "rnnlab.runs.formatting",
         "rnnlab.runs.query",
         "rnnlab.runs.record",
+        "rnnlab.runs.settings",
         "rnnlab.runs.subcommand",
     ]
 

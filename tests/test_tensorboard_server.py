@@ -117,13 +117,13 @@ def test_custom_scalars_layout_puts_train_and_val_of_every_run_on_one_chart(serv
 def test_hparams_hold_the_real_final_metrics_of_every_run(server, logs):
     _, metrics = logs
     experiment = get(server, "/data/plugin/hparams/experiment", {"experimentName": ""})
-    assert {"model/cell", "model/hidden_size", "seed"} <= {h["name"] for h in experiment["hparamInfos"]}
+    assert {"model.cell", "model.hidden_size", "seed"} <= {h["name"] for h in experiment["hparamInfos"]}
     assert {"val/acc_best", "test/acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
 
     request = {
         "experimentName": "",
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [{"metric": {"tag": "test/acc"}}, {"metric": {"tag": "val/acc_best"}}, {"hparam": "model/cell"}],
+        "colParams": [{"metric": {"tag": "test/acc"}}, {"metric": {"tag": "val/acc_best"}}, {"hparam": "model.cell"}],
         "startIndex": 0,
         "sliceSize": 100,
     }

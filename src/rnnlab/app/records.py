@@ -17,18 +17,42 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import first_line
-from rnnlab.runs.record import RECORD_FILE, RunRecord, current_command
+from rnnlab.runs.record import RECORD_FILE, RunRecord, current_command, flatten_params
+from rnnlab.runs.settings import derived_keys, settings
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the checkout (or install) this code runs from
 
-# Config sections that say where things go, not what the run is: left out of the record's params.
-NOT_PARAMS = ("paths", "hydra", "logger", "callbacks", "optuna_trial", "parent")
+# Config sections that say where things go, not what the run is: left out of the record's params (tags
+# and note are record fields of their own).
+NOT_PARAMS = ("paths", "hydra", "logger", "callbacks", "optuna_trial", "parent", "tags", "note")
 
 
 def run_params(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config that defines the run (model, data, trainer, seed, ...), for the record."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     return {key: value for key, value in resolved.items() if key not in NOT_PARAMS}
+
+
+def run_derived(cfg: DictConfig) -> list[str]:
+    """The params that copy another config key (``data.shuffle_seed: ${seed}``): recorded, not shown."""
+    unresolved = OmegaConf.to_container(cfg, resolve=False)
+    return derived_keys({key: value for key, value in unresolved.items() if key not in NOT_PARAMS})
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """``tags=[a,b]`` (or ``tags=a``) at launch, as a list of strings."""
+    tags = cfg.get("tags")
+    if tags is None:
+        return []
+    return [str(tag) for tag in tags] if OmegaConf.is_list(tags) else [str(tags)]
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The curated settings of a run (``rnnlab.runs.settings``): its HPARAMS columns in TensorBoard, with
+    its name, tags and note where given."""
+    shown = settings(flatten_params(run_params(cfg)), run_derived(cfg), same_as=[cfg.get("run_name")])
+    labels = {"tags": ",".join(run_tags(cfg)), "note": str(cfg.get("note") or "")}
+    return {**shown, **{key: value for key, value in labels.items() if value}}
 
 
 def command_overrides() -> list[str]:
@@ -82,7 +106,10 @@ def start_record(cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig |
         command=current_command(),
         overrides=command_overrides(),
         params=run_params(cfg),
+        derived=run_derived(cfg),
         parent=run_parent(cfg),
+        tags=run_tags(cfg),
+        note=cfg.get("note"),
         debug=is_debug(cfg),
         cwd=SOURCE_ROOT,  # git describes the code that ran, wherever its outputs go
     )
@@ -179,12 +206,18 @@ def session_end_summary(status: str):
     return _plugin_summary(SESSION_END_INFO_TAG, session_end_info=SessionEndInfo(status=Status.Value(status)))
 
 
-def session_start_summaries(params: dict[str, Any], metric_names: Iterable[str]) -> list:
-    """The HPARAMS experiment (declaring ``metric_names`` as columns) and session-start summaries."""
+def session_start_summaries(params: dict[str, Any]) -> list:
+    """The HPARAMS session-start summary of a run: its settings (``run_settings``) as the session's hparams.
+
+    No experiment summary: TensorBoard takes one run's experiment, arbitrarily, when runs write their own,
+    and then sorts that run's columns by name (its ``differs`` flags unset), which opened the table on
+    ``data/augment/*``. Without one, TensorBoard builds the experiment from every session: the settings
+    that differ among the runs shown come first, and the metric columns are the scalars the runs logged.
+    """
     from torch.utils.tensorboard.summary import hparams
 
-    experiment, session_start, _success = hparams(params, dict.fromkeys(metric_names, float("nan")))
-    return [experiment, session_start]
+    _experiment, session_start, _success = hparams(params, {})
+    return [session_start]
 
 
 def write_summaries(log_dir: str | Path, summaries: Iterable) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +20,7 @@ from rnnlab.app.records import (
     CheckpointsWritten,
     RecordProgress,
     fate,
+    run_settings,
     session_end_summary,
     session_start_summaries,
     start_record,
@@ -32,31 +32,7 @@ from rnnlab.app.validate import validate
 from rnnlab.console import say
 from rnnlab.errors import ConfigError, Terminated, disk_full, first_line, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
-from rnnlab.models.modules import all_declared_metrics
 from rnnlab.sweep.trial import is_trial, trial_callbacks
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyperparameters for TensorBoard's HPARAMS tab: model, data, trainer budget, seed."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    container = {
-        "model": resolved["model"],
-        "data": resolved["data"],
-        "trainer": {k: resolved["trainer"].get(k) for k in ("max_epochs", "gradient_clip_val", "precision")},
-        "seed": resolved["seed"],
-    }
-    flat: dict[str, Any] = {}
-
-    def visit(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key not in ("_target_", "_partial_", "data_dir"):
-                    visit(f"{prefix}/{key}" if prefix else key, value)
-        else:
-            flat[prefix] = node if isinstance(node, (int, float, str, bool)) else str(node)
-
-    visit("", container)
-    return flat
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -114,7 +90,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
                 if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
                     vocabulary.save(run_dir / VOCABULARY)
                 for log_dir in tensorboard_dirs(trainer):
-                    write_summaries(log_dir, session_start_summaries(flat_hparams(cfg), all_declared_metrics()))
+                    write_summaries(log_dir, session_start_summaries(run_settings(cfg)))
         metrics, checkpoints = fit_and_test(cfg, datamodule, model, trainer)
         metrics["model/num_parameters"] = float(model.num_parameters)  # an objective of size-vs-accuracy sweeps
     except BaseException as error:

@@ -422,12 +422,6 @@ MODELS.register("regression")(SequenceRegressor)
 MODELS.register("language_model")(LanguageModel)
 
 
-def all_declared_metrics() -> tuple[str, ...]:
-    """Every metric any task's model may declare in TensorBoard's HPARAMS table, so runs of several tasks
-    sharing a log directory all keep their columns there."""
-    return tuple(dict.fromkeys(name for kind in MODELS for name in MODELS.get(kind).declared_metrics))
-
-
 def build_model(task: TaskSpec, **kwargs) -> RecurrentModel:
     """The LightningModule for ``task.kind`` with the model config's arguments."""
     return MODELS.get(task.kind)(task, **kwargs)

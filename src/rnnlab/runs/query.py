@@ -16,6 +16,7 @@ from rnnlab.runs.record import RECORD_FILE, STATUSES, find_records, read_record
 # Record fields usable in --where and --sort besides params, metrics and dotted paths (git.dirty, parent.trial).
 RECORD_KEYS = tuple("id name kind task status error epoch started ended duration_s host pid note debug dir".split())
 ALIASES = {"duration": "duration_s"}
+TAG_KEYS = ("tag", "tags")  # tag=a and tags=a both find a run tagged a (among others)
 OPERATORS = ("!=", ">=", "<=", "==", "=", ">", "<")  # longest first, so ">=" is not read as ">"
 _CLAUSE = re.compile(r"\s*([^\s=!<>]+)\s*(!=|>=|<=|==|=|>|<)\s*(.*?)\s*$")
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
@@ -55,7 +56,9 @@ def lookup(record: Mapping[str, Any], key: str) -> Any:
 
 
 def has_key(records: Iterable[Mapping[str, Any]], key: str) -> bool:
-    return ALIASES.get(key, key) in RECORD_KEYS or key == "tag" or any(lookup(r, key) is not _MISSING for r in records)
+    return (
+        ALIASES.get(key, key) in RECORD_KEYS or key in TAG_KEYS or any(lookup(r, key) is not _MISSING for r in records)
+    )
 
 
 def known_keys(records: Sequence[Mapping[str, Any]], limit: int = 12) -> str:
@@ -100,7 +103,7 @@ class Clause:
         self.key, self.op, self.value = key, op, value
 
     def matches(self, record: Mapping[str, Any]) -> bool:
-        if self.key == "tag":
+        if self.key in TAG_KEYS:  # tags=a: a run whose tags include a
             has = self.value in (record.get("tags") or [])
             if self.op in ("=", "=="):
                 return has
@@ -137,7 +140,7 @@ def parse_where(text: str) -> list[Clause]:
                 f"OP one of {' '.join(OPERATORS)}, e.g. 'model.cell=gru and val/acc>0.9'"
             )
         key, op, value = match.groups()
-        if key == "tag" and op not in ("=", "==", "!="):
+        if key in TAG_KEYS and op not in ("=", "==", "!="):
             raise QueryError(f"--where {part.strip()!r}: a tag takes = or !=, e.g. tag=baseline")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
@@ -226,17 +229,6 @@ def resolve_run(arg: str, roots: Sequence[Path], records: list[dict[str, Any]] |
 
 
 # ------------------------------------------------------------------------------------------- columns
-
-
-def varying_params(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The param keys whose value is not the same in every record (a missing key counts as a value)."""
-    keys = dict.fromkeys(k for r in records for k in r.get("params") or {})
-    return sorted(key for key in keys if len({_param_text(r, key) for r in records}) > 1)
-
-
-def _param_text(record: Mapping[str, Any], key: str) -> str | None:
-    params = record.get("params") or {}
-    return as_text(params[key]) if key in params else None  # None (missing) differs from "null"
 
 
 def metric_names(records: Sequence[Mapping[str, Any]]) -> list[str]:

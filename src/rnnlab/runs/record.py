@@ -8,7 +8,7 @@ drops another's change.
 
 Schema 1 (``rnnlab runs show --json`` prints one): ``schema id name kind dir task parent status error epoch
 command overrides cwd started ended duration_s heartbeat heartbeat_interval host pid devices versions git
-params metrics checkpoints resumes tags note debug``. ``status`` is stored as running, completed, failed or
+params derived metrics checkpoints resumes tags note debug``. ``status`` is stored as running, completed, failed or
 interrupted; readers derive "killed" (a running record whose process is gone or silent) and "unreadable".
 """
 
@@ -513,7 +513,10 @@ class RunRecord:
         command: Iterable[str],
         overrides: Iterable[str],
         params: Mapping[str, Any],
+        derived: Iterable[str] = (),
         parent: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        note: str | None = None,
         debug: bool = False,
         devices: Iterable[str] = (),
         cwd: str | Path | None = None,
@@ -562,11 +565,12 @@ class RunRecord:
             "versions": env["versions"],
             "git": git,
             "params": flatten_params(params),
+            "derived": [str(key) for key in derived],  # params that copy another (rnnlab.runs.settings)
             "metrics": {},
             "checkpoints": {"best": None, "last": None},
             "resumes": [],
-            "tags": [],
-            "note": "",
+            "tags": [str(tag) for tag in tags],
+            "note": str(note or ""),
             "debug": bool(debug),
         }
         record = cls(run_dir, data, heartbeat_interval)

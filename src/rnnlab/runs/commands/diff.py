@@ -8,6 +8,7 @@ from typing import Any
 from rnnlab.runs.formatting import console, local_time, metric_text, run_duration, value_text
 from rnnlab.runs.query import metric_names, resolve_run, short_id
 from rnnlab.runs.record import find_records
+from rnnlab.runs.settings import record_settings
 from rnnlab.runs.subcommand import Subcommand, add_roots, roots_of
 
 
@@ -17,7 +18,7 @@ def git_text(record: dict[str, Any]) -> str:
 
 
 def diff_table(first: dict[str, Any], second: dict[str, Any]):
-    """A rich table: a few facts of each run, the params that differ, every metric."""
+    """A rich table: a few facts of each run, the settings that differ, every metric."""
     from rich.table import Table
     from rich.text import Text
 
@@ -33,10 +34,11 @@ def diff_table(first: dict[str, Any], second: dict[str, Any]):
         ("git", git_text),
     ):
         table.add_row(label, get(first), get(second))
-    params_a, params_b = first.get("params") or {}, second.get("params") or {}
+    # The curated settings: no plumbing, paths (each run's own directory) or copies (run_name, shuffle_seed).
+    params_a, params_b = record_settings(first), record_settings(second)
     differing = [k for k in sorted(set(params_a) | set(params_b)) if params_a.get(k, ...) != params_b.get(k, ...)]
     table.add_section()
-    table.add_row(Text("params", style="bold"), "", "")
+    table.add_row(Text("settings", style="bold"), "", "")
     for key in differing:
         table.add_row(key, value_text(params_a.get(key)), value_text(params_b.get(key)))
     if not differing:
@@ -51,7 +53,7 @@ def diff_table(first: dict[str, Any], second: dict[str, Any]):
 
 class Diff(Subcommand):
     name = "diff"
-    help = "two runs side by side: differing params, metrics, commits"
+    help = "two runs side by side: differing settings, metrics, commits"
     order = 30
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -5,19 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from typing import Any
 
-from rnnlab.runs.formatting import (
-    STATUS_STYLES,
-    console,
-    local_time,
-    metric_text,
-    on_terminal,
-    run_duration,
-    value_text,
-)
-from rnnlab.runs.query import as_text, metric_names, short_id, sort_records, varying_params
+from rnnlab.runs.columns import FIELDS, Column, all_columns, default_keys, fit, parent_of
+from rnnlab.runs.formatting import STATUS_STYLES, console, on_terminal, value_text
+from rnnlab.runs.query import as_text, metric_names, sort_records
 from rnnlab.runs.record import find_records
 from rnnlab.runs.subcommand import Subcommand, UsageError, add_roots, add_selection, roots_of, select
 
@@ -78,63 +70,90 @@ def write_csv(records: list[dict[str, Any]]) -> None:
         )
 
 
-def list_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]], set[int]]:
-    """Header, rows and the indices of the metric columns (right-aligned) of the listing."""
-    params = varying_params(records)
-    metrics = metric_names(records)
-    kinds = len({r.get("kind") for r in records}) > 1
-    tags = any(r.get("tags") for r in records)
-    header = ["id", "name", *(["kind"] if kinds else []), "status", "started", "duration", *params, *metrics]
-    rows = []
-    for record in records:
-        row = [short_id(record), str(record.get("name")), *([str(record.get("kind"))] if kinds else [])]
-        row += [record.get("status") or "-", local_time(record.get("started")), run_duration(record)]
-        row += [value_text((record.get("params") or {}).get(key)) for key in params]
-        row += [metric_text((record.get("metrics") or {}).get(name)) for name in metrics]
-        rows.append(row + ([",".join(record.get("tags") or [])] if tags else []))
-    metric_columns = set(range(len(header) - len(metrics), len(header)))
-    return header + (["tags"] if tags else []), rows, metric_columns
+DEFAULT_WIDTH = 120  # piped output fits a common terminal; on a terminal, its own width
 
 
-def shrink_to_fit(widths: list[int], fixed: Sequence[int], available: int, narrowest: int = 5) -> list[int]:
-    """Column widths within ``available``: the widest of the other columns give up a character at a time
-    (rich crops them with an ellipsis), so on a narrow terminal the columns naming a run stay whole."""
-    widths = list(widths)
-    flexible = [i for i in range(len(widths)) if i not in fixed]
-    for _ in range(max(0, sum(widths) - available)):
-        widest = max(flexible, key=widths.__getitem__, default=None)
-        if widest is None or widths[widest] <= narrowest:
-            break
-        widths[widest] -= 1
-    return widths
+def chosen_columns(
+    records: list[dict[str, Any]], wanted: list[str] | None, wide: bool, width: int
+) -> tuple[list[Column], int]:
+    """The columns to show, in display order: ``--columns`` as given, ``--wide`` all, else the default ones
+    that fit ``width`` (``fit``: whole columns by importance); and how many default ones were left out."""
+    columns = all_columns(records)
+    if wanted:
+        labels = {column.label: key for key, column in columns.items()}
+        unknown = [name for name in wanted if name not in columns and name not in labels]
+        if unknown:
+            allowed = ", ".join([*FIELDS, *(c.label for k, c in columns.items() if k not in FIELDS)][:30])
+            raise UsageError(f"--columns {unknown[0]!r} is not a column of these runs; allowed: {allowed}")
+        return [columns[labels.get(name, name)] for name in wanted], 0
+    if wide:
+        return list(columns.values()), 0
+    keys, essential = default_keys(records, columns)
+    shown = fit([columns[key] for key in keys], width, essential)
+    order = list(columns)
+    return sorted(shown, key=lambda column: order.index(column.key)), len(keys) - len(shown)
 
 
-def render_list(records: list[dict[str, Any]], caption: str = "") -> None:
+def render_list(
+    records: list[dict[str, Any]],
+    caption: str = "",
+    wanted: list[str] | None = None,
+    wide: bool = False,
+    group: bool = False,
+) -> None:
     """A rich table on a terminal; piped (scripts, ``| grep``), the same columns as plain text, which spares
-    importing and running rich: the listing stays within a small factor of the command's start-up."""
-    header, rows, right = list_table(records)
-    if not on_terminal():
-        widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-        for line in (header, *rows):
-            cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths))]
-            print("  ".join(cells).rstrip())
+    importing and running rich: the listing stays within a small factor of the command's start-up.
+    ``group``: runs of one parent (sweep, study, compare) together, under a line naming it."""
+    terminal = on_terminal()
+    width = console().width if terminal else DEFAULT_WIDTH
+    columns, hidden = chosen_columns(records, wanted, wide, width)
+    if hidden > 0:
+        more = f"{hidden} more column{'s' * (hidden != 1)}: --wide shows all, --columns chooses"
+        caption = f"{caption}; {more}" if caption else more
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        groups.setdefault(parent_of(record)[0] if group else "", []).append(index)
+    if not terminal:
+        widths = [column.width for column in columns]
+        header = [c.label.rjust(w) if c.right else c.label.ljust(w) for c, w in zip(columns, widths)]
+        print("  ".join(header).rstrip())
+        for name, indices in groups.items():
+            if group:
+                print(f"{name or '(no parent)'}: {len(indices)} run{'s' * (len(indices) != 1)}")
+            for i in indices:
+                cells = [c.cells[i].rjust(w) if c.right else c.cells[i].ljust(w) for c, w in zip(columns, widths)]
+                print("  ".join(cells).rstrip())
+        if caption:
+            print(caption)
         return
-    from rich.cells import cell_len
+    render_rich(columns, groups, group, caption)
+
+
+def render_rich(columns: list[Column], groups: dict[str, list[int]], group: bool, caption: str) -> None:
+    """The rich table; grouped, the header and then each parent's line and its rows (same column widths)."""
     from rich.table import Table
     from rich.text import Text
 
-    status = header.index("status")
     out = console()
-    widths = [max(cell_len(cell) for cell in column) for column in zip(header, *rows)]
-    widths = shrink_to_fit(widths, fixed=range(status + 3), available=out.width - 2 * (len(widths) - 1))
-    table = Table(box=None, header_style="bold", pad_edge=False, caption=caption or None, caption_justify="left")
-    for i, (name, width) in enumerate(zip(header, widths)):  # widths given: rich's own measuring is slower
-        table.add_column(name, no_wrap=True, justify="right" if i in right else "left", width=width)
-    for row in rows:
-        table.add_row(
-            *(Text(cell, style=STATUS_STYLES.get(cell, "") if i == status else "") for i, cell in enumerate(row))
-        )
-    out.print(table)
+    status = next((i for i, column in enumerate(columns) if column.key == "status"), None)
+
+    def table(rows: list[int], header: bool, caption: str | None = None) -> Table:
+        made = Table(box=None, header_style="bold", pad_edge=False, show_header=header, caption=caption)
+        made.caption_justify = "left"
+        for column in columns:  # widths given: rich's own measuring is slower
+            made.add_column(column.label, no_wrap=True, justify="right" if column.right else "left", width=column.width)
+        for i in rows:
+            cells = [column.cells[i] for column in columns]
+            made.add_row(*(Text(c, style=STATUS_STYLES.get(c, "") if j == status else "") for j, c in enumerate(cells)))
+        return made
+
+    if not group:
+        out.print(table(next(iter(groups.values())), header=True, caption=caption or None))
+        return
+    out.print(table([], header=True))
+    for number, (name, rows) in enumerate(groups.items()):
+        out.print(Text(f"{name or '(no parent)'}: {len(rows)} run{'s' * (len(rows) != 1)}", style="bold"))
+        out.print(table(rows, header=False, caption=caption if number == len(groups) - 1 and caption else None))
 
 
 class List(Subcommand):
@@ -151,6 +170,11 @@ class List(Subcommand):
         parser.add_argument("--sort", default="-started", help="KEY or -KEY (descending); default -started")
         parser.add_argument("--json", action="store_true", help="full records as JSON")
         parser.add_argument("--csv", action="store_true", help="one row per run, every param and metric")
+        parser.add_argument(
+            "--columns", metavar="A,B,...", help="the columns to show: id, name, status, parent, ..., settings, metrics"
+        )
+        parser.add_argument("--wide", action="store_true", help="every column (varying settings, metrics, fields)")
+        parser.add_argument("--group", choices=["parent"], help="runs of one sweep, study or compare together")
 
     def run(self, args: argparse.Namespace) -> int:
         if args.json and args.csv:
@@ -173,5 +197,6 @@ class List(Subcommand):
             shown = (
                 f"{len(chosen)} of {len(matching)} runs (--limit 0 lists all)" if len(chosen) < len(matching) else ""
             )
-            render_list(chosen, caption=shown)
+            wanted = [name.strip() for name in args.columns.split(",") if name.strip()] if args.columns else None
+            render_list(chosen, caption=shown, wanted=wanted, wide=args.wide, group=args.group == "parent")
         return 0
