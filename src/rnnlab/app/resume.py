@@ -10,7 +10,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
+from rnnlab.console import say
 from rnnlab.errors import ConfigError, first_line
+from rnnlab.runs.record import read_record
 
 # Overrides that only say where this command's own outputs go; they are not the run's to compare.
 COMMAND_ONLY = ("ckpt_path", "hydra.")
@@ -82,10 +84,20 @@ def _flat(node: Any, prefix: str) -> dict[str, Any]:
     return flat
 
 
+def unfinished_fate(run_dir: Path) -> str | None:
+    """How the run ended if its record says it did not complete (killed, interrupted, failed), else None."""
+    try:
+        status = read_record(run_dir).get("status")
+    except FileNotFoundError:
+        return None
+    return status if status in ("killed", "interrupted", "failed") else None
+
+
 def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> None:
     """Refuse, with one line, a resume that could not continue the run: an unreadable checkpoint, a model
-    whose weights differ from the checkpoint's, a one-cycle schedule asked to change length, a run that
-    has no epochs left."""
+    whose weights differ from the checkpoint's, a one-cycle schedule asked to change length, a completed run
+    that has no epochs left. A run that trained all its epochs but ended before it completed (killed while
+    testing) is finished: Lightning's fit has nothing left to train, the test runs."""
     import torch
     from hydra.utils import instantiate
 
@@ -117,6 +129,11 @@ def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> Non
     epochs_done = int(checkpoint.get("epoch", -1)) + 1
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs > 0 and epochs_done >= max_epochs:
+        ended = unfinished_fate(run_dir)
+        if ended is not None:  # trained to the end, then killed or stopped before its test and record were done
+            what = "its test" if cfg.get("test", True) else "its record"
+            say(f"the run in {run_dir} trained all {epochs_done} epochs before it was {ended}; finishing {what}")
+            return
         raise ConfigError(
             f"trainer.max_epochs={max_epochs} is already reached by the run in {run_dir} ({epochs_done} epochs "
             f"done); give trainer.max_epochs > {epochs_done} to train it further"
