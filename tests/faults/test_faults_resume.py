@@ -130,8 +130,7 @@ def test_a_run_killed_while_testing_is_finished_by_the_same_command(killed_twice
     names = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
     assert len(names) == 2 and names[0].startswith("best-epoch") and names[1] == "last.ckpt", names
 
-
-def test_a_completed_run_resumed_again_is_refused_in_one_line_and_left_as_it_was(killed_twice):
+    # Once completed, the same command is refused in one line and leaves the run as it was.
     again = killed_twice["again"]
     lines = again.stderr.strip().splitlines()
     assert again.returncode == 1 and len(lines) == 1, again.stderr[-3000:]

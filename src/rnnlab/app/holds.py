@@ -27,7 +27,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.app.rundirs import claim, release_reserved, run_dir_of_checkpoint
-from rnnlab.errors import CommandError, ConfigError
+from rnnlab.app.setup import user_error
+from rnnlab.errors import ConfigError
 from rnnlab.runs.hold import RunHold, live_holder, refusal
 from rnnlab.runs.record import RECORD_FILE
 
@@ -45,14 +46,15 @@ class HoldRunDir(Callback):
             return
         try:
             hold_run_dir(config)
-        except CommandError as error:
-            release_reserved()
-            raise SystemExit(f"error: {error}") from None
         except (MissingMandatoryValue, InterpolationResolutionError):
             return  # Hydra raises it again as it makes the run directory; run_hydra_app words it
-        except Exception:  # a bug, not a user error: Hydra would turn it into a warning and run unheld
-            traceback.print_exc()
-            raise SystemExit(1) from None
+        except Exception as error:
+            message = user_error(error)  # a value or file not allowed (a resume's checks build the model)
+            if message is None:  # a bug: Hydra would turn it into a warning and run the command unheld
+                traceback.print_exc()
+                raise SystemExit(1) from None
+            release_reserved()
+            raise SystemExit(f"error: {message}") from None
 
 
 def launched_rank() -> int:
@@ -72,6 +74,9 @@ def hold_run_dir(config: DictConfig) -> RunHold:
     key = "ckpt" if "ckpt" in config else "ckpt_path"
     checkpoint = OmegaConf.select(config, key, throw_on_missing=False)
     source = run_dir_of_checkpoint(checkpoint, key) if checkpoint else None
+    training = "model" in config
+    if source is not None and not training:  # eval, generate: before their folder is reserved inside the run
+        refuse_if_live(source, f"the run of {key}={checkpoint} ({source})")
     wanted = OmegaConf.select(config, "hydra.run.dir")  # a new run's version_<n> is reserved here
     if wanted is None or not str(wanted).strip():
         raise ConfigError(
@@ -79,23 +84,36 @@ def hold_run_dir(config: DictConfig) -> RunHold:
             "hydra.run.dir out (logs/<task>/<run>/seed<seed>/version_<n>)"
         )
     run_dir = Path(str(wanted)).expanduser().resolve()
-    if source is not None and source != run_dir:  # reads a checkpoint, writes elsewhere (eval, generate)
-        holder = live_holder(source)
-        if holder is not None:
-            raise refusal(f"the run of {key}={checkpoint} ({source})", holder)
-    resuming = "model" in config and source == run_dir
-    if not resuming:
+    if training and source == run_dir:  # a resume
+        check_resume(config, checkpoint, run_dir)
+    else:
+        if training and source is not None:  # a new run started from another run's checkpoint
+            refuse_if_live(source, f"the run of {key}={checkpoint} ({source})")
         check_new_run_dir(run_dir)
     hold = RunHold.take(run_dir)
     _HOLDS.append(hold)
     return hold
 
 
-def check_new_run_dir(run_dir: Path) -> None:
-    """A new run's directory: one nobody writes, new or empty (created here, removed if the command is refused)."""
+def refuse_if_live(run_dir: Path, subject: str | Path) -> None:
+    """A one-line ``RunHeld`` naming the live process that holds ``run_dir``, if one does."""
     holder = live_holder(run_dir)
     if holder is not None:
-        raise refusal(run_dir, holder)
+        raise refusal(subject, holder)
+
+
+def check_resume(config: DictConfig, checkpoint: str, run_dir: Path) -> None:
+    """A resume of a run nobody writes that can continue it (``rnnlab.app.resume``), checked before the run is
+    held: a resume refused for a reason of its own is refused for it, and never stands in another's way."""
+    from rnnlab.app.resume import resume_config
+
+    refuse_if_live(run_dir, run_dir)
+    resume_config(checkpoint, list(config.hydra.overrides.task), announce=False)
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run's directory: one nobody writes, new or empty (created here, removed if the command is refused)."""
+    refuse_if_live(run_dir, run_dir)
     if not run_dir.exists():
         claim(run_dir)
     elif not run_dir.is_dir():

@@ -30,12 +30,13 @@ def run_choices(run_dir: Path) -> dict[str, Any]:
     return dict(OmegaConf.to_container(choices)) if choices is not None else {}
 
 
-def resume_config(ckpt_path: str, overrides: Iterable[str]) -> DictConfig:
+def resume_config(ckpt_path: str, overrides: Iterable[str], announce: bool = True) -> DictConfig:
     """The config a run was started with, updated by this command's ``key=value`` overrides.
 
     A config group given again with the run's own choice (the original command plus ``ckpt_path=``) is
     accepted; a different one is refused naming both: the checkpoint holds that model's weights. The
-    checkpoint must be readable, match the resulting model and have epochs left to train.
+    checkpoint must be readable, match the resulting model and have epochs left to train (or a test left to
+    run: ``announce`` says so).
     """
     run_dir = run_dir_of_checkpoint(ckpt_path)
     cfg = load_run_config(run_dir)
@@ -57,7 +58,7 @@ def resume_config(ckpt_path: str, overrides: Iterable[str]) -> DictConfig:
         dotlist.append(f"{key}={value}")
     cfg.merge_with_dotlist(dotlist)
     cfg.ckpt_path = str(Path(ckpt_path).resolve())
-    check_resumable(cfg, original, run_dir)
+    check_resumable(cfg, original, run_dir, announce)
     return cfg
 
 
@@ -93,7 +94,7 @@ def unfinished_fate(run_dir: Path) -> str | None:
     return status if status in ("killed", "interrupted", "failed") else None
 
 
-def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> None:
+def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path, announce: bool = True) -> None:
     """Refuse, with one line, a resume that could not continue the run: an unreadable checkpoint, a model
     whose weights differ from the checkpoint's, a one-cycle schedule asked to change length, a completed run
     that has no epochs left. A run that trained all its epochs but ended before it completed (killed while
@@ -132,7 +133,8 @@ def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> Non
         ended = unfinished_fate(run_dir)
         if ended is not None:  # trained to the end, then killed or stopped before its test and record were done
             what = "its test" if cfg.get("test", True) else "its record"
-            say(f"the run in {run_dir} trained all {epochs_done} epochs before it was {ended}; finishing {what}")
+            if announce:
+                say(f"the run in {run_dir} trained all {epochs_done} epochs before it was {ended}; finishing {what}")
             return
         raise ConfigError(
             f"trainer.max_epochs={max_epochs} is already reached by the run in {run_dir} ({epochs_done} epochs "

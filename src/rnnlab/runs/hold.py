@@ -114,6 +114,7 @@ class RunHold:
         self._inode = os.fstat(fd).st_ino
         self._started = _iso(start_time(os.getpid()))
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the heartbeat never writes to a descriptor that release closed
         self._write()
         self._thread = threading.Thread(target=self._beat, name="rnnlab-run-hold", daemon=True)
         self._thread.start()
@@ -147,24 +148,25 @@ class RunHold:
 
     def release(self) -> None:
         """Remove the hold file (when it is still this hold's) and free the lock."""
-        if self._fd is None:
-            return
         self._stop.set()
-        with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self._inode:
-                os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
+        with self._lock:
+            if self._fd is None:
+                return
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
 
     def _write(self) -> None:
-        content = json.dumps(
-            {"pid": os.getpid(), "host": hostname(), "started": self._started, "heartbeat": _iso()}
-        ).encode()
-        os.pwrite(self._fd, content.ljust(_CONTENT_BYTES), 0)
+        content = json.dumps({"pid": os.getpid(), "host": hostname(), "started": self._started, "heartbeat": _iso()})
+        with self._lock:
+            if self._fd is not None:
+                os.pwrite(self._fd, content.encode().ljust(_CONTENT_BYTES), 0)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError, TypeError):  # a full disk must not end the run; released meanwhile
+            with contextlib.suppress(OSError):  # a full disk must not end the run
                 self._write()
 
 
