@@ -15,6 +15,7 @@ from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 from rnnlab import budget
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
 from rnnlab.app.validate import check_trainer
+from rnnlab.callbacks.events import EpochEventsBeforeCheckpoint
 from rnnlab.devices import available_cores
 from rnnlab.models import RecurrentModel
 
@@ -80,7 +81,7 @@ def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
             },
         )
     loggers = instantiate_all(logger_cfg)
-    callbacks = instantiate_all(cfg.get("callbacks")) + list(extra_callbacks)
+    callbacks = [EpochEventsBeforeCheckpoint(), *instantiate_all(cfg.get("callbacks")), *extra_callbacks]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     if not cfg.trainer.get("enable_model_summary", True):  # a given summary callback would still run

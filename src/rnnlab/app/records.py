@@ -125,7 +125,7 @@ def fate(error: BaseException) -> tuple[str, str | None]:
 
 
 class RecordProgress(pl.Callback):
-    """Keeps the record's ``epoch`` current and remembers the exception that stopped training.
+    """Keeps the record's ``epoch`` and validation metrics current and remembers the exception that stopped training.
 
     Lightning turns Ctrl-C during ``fit`` into ``SystemExit(1)``; the exception it hands to ``on_exception``
     is the real one (KeyboardInterrupt, SIGTERMException or the error), so the record can say which.
@@ -136,7 +136,10 @@ class RecordProgress(pl.Callback):
         self.exception: BaseException | None = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.record.update(epoch=trainer.current_epoch + 1)  # epochs done
+        # Epochs done, and the validation metrics they reached: what a resume of a run killed before its
+        # test reports (its checkpoint holds the weights, not the metrics).
+        validated = {name: value for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
+        self.record.update(epoch=trainer.current_epoch + 1, metrics=validated)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.exception = exception

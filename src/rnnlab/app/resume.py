@@ -10,7 +10,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
+from rnnlab.console import say
 from rnnlab.errors import ConfigError, first_line
+from rnnlab.runs.record import read_record
 
 # Overrides that only say where this command's own outputs go; they are not the run's to compare.
 COMMAND_ONLY = ("ckpt_path", "hydra.")
@@ -28,12 +30,13 @@ def run_choices(run_dir: Path) -> dict[str, Any]:
     return dict(OmegaConf.to_container(choices)) if choices is not None else {}
 
 
-def resume_config(ckpt_path: str, overrides: Iterable[str]) -> DictConfig:
+def resume_config(ckpt_path: str, overrides: Iterable[str], announce: bool = True) -> DictConfig:
     """The config a run was started with, updated by this command's ``key=value`` overrides.
 
     A config group given again with the run's own choice (the original command plus ``ckpt_path=``) is
     accepted; a different one is refused naming both: the checkpoint holds that model's weights. The
-    checkpoint must be readable, match the resulting model and have epochs left to train.
+    checkpoint must be readable, match the resulting model and have epochs left to train (or a test left to
+    run: ``announce`` says so).
     """
     run_dir = run_dir_of_checkpoint(ckpt_path)
     cfg = load_run_config(run_dir)
@@ -55,7 +58,7 @@ def resume_config(ckpt_path: str, overrides: Iterable[str]) -> DictConfig:
         dotlist.append(f"{key}={value}")
     cfg.merge_with_dotlist(dotlist)
     cfg.ckpt_path = str(Path(ckpt_path).resolve())
-    check_resumable(cfg, original, run_dir)
+    check_resumable(cfg, original, run_dir, announce)
     return cfg
 
 
@@ -91,10 +94,20 @@ def builds_model_of(cfg: DictConfig, state_dict: dict) -> bool:
     return expected == {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
 
 
-def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> None:
+def unfinished_fate(run_dir: Path) -> str | None:
+    """How the run ended if its record says it did not complete (killed, interrupted, failed), else None."""
+    try:
+        status = read_record(run_dir).get("status")
+    except FileNotFoundError:
+        return None
+    return status if status in ("killed", "interrupted", "failed") else None
+
+
+def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path, announce: bool = True) -> None:
     """Refuse, with one line, a resume that could not continue the run: an unreadable checkpoint, a model
-    whose weights differ from the checkpoint's, a one-cycle schedule asked to change length, a run that
-    has no epochs left."""
+    whose weights differ from the checkpoint's, a one-cycle schedule asked to change length, a completed run
+    that has no epochs left. A run that trained all its epochs but ended before it completed (killed while
+    testing) is finished: Lightning's fit has nothing left to train, the test runs."""
     import torch
 
     try:
@@ -122,6 +135,12 @@ def check_resumable(cfg: DictConfig, original: DictConfig, run_dir: Path) -> Non
     epochs_done = int(checkpoint.get("epoch", -1)) + 1
     max_epochs = cfg.trainer.get("max_epochs")
     if max_epochs is not None and max_epochs > 0 and epochs_done >= max_epochs:
+        ended = unfinished_fate(run_dir)
+        if ended is not None:  # trained to the end, then killed or stopped before its test and record were done
+            what = "its test" if cfg.get("test", True) else "its record"
+            if announce:
+                say(f"the run in {run_dir} trained all {epochs_done} epochs before it was {ended}; finishing {what}")
+            return
         raise ConfigError(
             f"trainer.max_epochs={max_epochs} is already reached by the run in {run_dir} ({epochs_done} epochs "
             f"done); give trainer.max_epochs > {epochs_done} to train it further"

@@ -63,6 +63,20 @@ def reserve(parent: str | Path, prefix: str = "version_") -> Path:
     return path
 
 
+def claim(path: str | Path) -> None:
+    """Create the directory the user named for a new run (``hydra.run.dir=...``) and remember it like a
+    reserved one; one that another command created meanwhile is left to it."""
+    path = Path(path).absolute()
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return
+    _RESERVED.append((path, top))
+
+
 def release_reserved() -> None:
     """Remove what this process reserved, with the folders it created for it while they hold nothing else."""
     while _RESERVED:

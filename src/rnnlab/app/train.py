@@ -91,7 +91,12 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
                     vocabulary.save(run_dir / VOCABULARY)
                 for log_dir in tensorboard_dirs(trainer):
                     write_summaries(log_dir, session_start_summaries(run_settings(cfg)))
-        metrics, checkpoints = fit_and_test(cfg, datamodule, model, trainer)
+        earlier = dict(record.data["metrics"]) if record is not None and resuming else {}
+        # A resume that had no epoch left to train (a run killed while testing) validates nothing: the
+        # validation metrics are those the record kept from its last epoch.
+        metrics = {k: v for k, v in earlier.items() if k.startswith("val/") and v is not None}
+        tested, checkpoints = fit_and_test(cfg, datamodule, model, trainer)
+        metrics.update(tested)
         metrics["model/num_parameters"] = float(model.num_parameters)  # an objective of size-vs-accuracy sweeps
     except BaseException as error:
         if record is not None:

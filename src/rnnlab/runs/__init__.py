@@ -2,7 +2,9 @@
 
 - ``record``: the record (``RunRecord``: start, resume, update, finish; reading, killed detection,
   atomic directory reservation, git state);
-- ``query``: ``--where`` / ``--sort`` and run lookup; ``cli``: ``rnnlab runs``.
+- ``query``: ``--where`` / ``--sort`` and run lookup; ``cli``: ``rnnlab runs``;
+- ``hold``: one writer per run (the hold a command takes on the directory it writes); ``process``: whether
+  a process still runs, and since when (records, holds and sweep workers ask it).
 
 May import ``errors`` only: no torch, Lightning, Hydra or other rnnlab modules, so the CLI starts fast.
 """

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import first_line
+from rnnlab.runs.process import hostname as _hostname
+from rnnlab.runs.process import pid_alive
 
 try:
     import fcntl
@@ -52,7 +54,6 @@ STALE_HEARTBEATS = 3  # a running record whose heartbeat is older than this many
 # Directories below a run that never hold records: not walked by find_records.
 SKIP_DIRS = frozenset({"checkpoints", ".hydra", "__pycache__", "plugins", "tensorboard", "figures", "wandb"})
 VERSIONED_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "optuna", "rnnlab")
-_PID_REUSE_SLACK_S = 2.0  # /proc start times are derived from a boot time rounded to whole seconds
 
 
 def now_iso() -> str:
@@ -269,46 +270,6 @@ def current_command() -> list[str]:
 # ------------------------------------------------------------------------------------------- liveness
 
 
-def _proc_start_time(pid: int) -> float | None:
-    """Wall-clock start of ``pid`` from /proc (Linux), or None where that cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
-            fields = file.read().rpartition(")")[2].split()
-        with open("/proc/stat", encoding="ascii") as file:
-            boot = next(float(line.split()[1]) for line in file if line.startswith("btime"))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
-            return file.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def pid_alive(pid: int, since: datetime | None = None) -> bool:
-    """Whether ``pid`` runs on this host (a zombie does not count); with ``since``, also whether it started
-    before then, i.e. is not a newer process that reused the pid."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    except (OverflowError, ValueError):
-        return False
-    if _proc_state(pid) == "Z":
-        return False
-    if since is not None:
-        started = _proc_start_time(pid)
-        if started is not None and started > since.timestamp() + _PID_REUSE_SLACK_S:
-            return False
-    return True
-
-
 def derive_status(data: Mapping[str, Any], *, host: str | None = None, now: datetime | None = None) -> str:
     """The status a reader should believe: a stored "running" whose process is gone reads as "killed"."""
     status = data.get("status")
@@ -323,13 +284,6 @@ def derive_status(data: Mapping[str, Any], *, host: str | None = None, now: date
     if data.get("host") == (host or _hostname()) and isinstance(pid, int) and not pid_alive(pid, since=heartbeat):
         return "killed"
     return "running"
-
-
-@functools.lru_cache(maxsize=1)
-def _hostname() -> str:
-    import socket  # lazily: listing runs that are not running never needs it
-
-    return socket.gethostname()
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -11,27 +11,18 @@ Light (no torch): the sweep's parent process imports it.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any
+
+from rnnlab.runs.process import hostname, pid_alive, start_ticks
 
 WORKER_ATTR = "worker"  # host:pid of the sweep process running the trial
 WORKER_START_ATTR = "worker_start"  # that process's start time (clock ticks after boot; Linux), or None
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of process ``pid`` in clock ticks after boot (Linux ``/proc``), or None if unknown."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
-    return int(stat[stat.rindex(")") + 2 :].split()[19])
-
-
 def this_worker() -> dict[str, Any]:
     """The attributes naming this process as a trial's worker."""
-    return {WORKER_ATTR: f"{socket.gethostname()}:{os.getpid()}", WORKER_START_ATTR: process_start(os.getpid())}
+    return {WORKER_ATTR: f"{hostname()}:{os.getpid()}", WORKER_START_ATTR: start_ticks(os.getpid())}
 
 
 def worker_host(attrs: Mapping[str, Any]) -> str | None:
@@ -47,12 +38,9 @@ def worker_alive(attrs: Mapping[str, Any]) -> bool:
         return True
     try:
         pid = int(str(worker).rsplit(":", 1)[1])
-        os.kill(pid, 0)
     except (IndexError, ValueError):
         return True
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:  # alive, another user's
-        return True
     started = attrs.get(WORKER_START_ATTR)
-    return started is None or process_start(pid) in (None, started)
+    return started is None or start_ticks(pid) in (None, started)
