@@ -163,8 +163,9 @@ class CheckpointsWritten(pl.Callback):
     def check(trainer: pl.Trainer) -> None:
         if not trainer.is_global_zero:  # rank 0 writes the checkpoints
             return
-        for callback in trainer.checkpoint_callbacks:
-            for path in {callback.best_model_path, callback.last_model_path} - {""}:
+        for callback in trainer.checkpoint_callbacks:  # any Checkpoint callback: the paths it reports, if any
+            reported = {getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")}
+            for path in reported - {"", None}:
                 if not Path(path).is_file():
                     raise not_written(Path(path))
 
