@@ -373,7 +373,9 @@ class LanguageModel(RecurrentModel):
         if self.hparams.bidirectional:
             raise ValueError("model.bidirectional=true reads the next tokens; a language model must be unidirectional")
         if task.token_metric not in TOKEN_METRICS:
-            raise ValueError(f"task token_metric={task.token_metric!r} is not allowed; allowed: bpc, ppl")
+            raise ValueError(
+                f"task token_metric={task.token_metric!r} is not allowed; allowed: {', '.join(TOKEN_METRICS)}"
+            )
         self.summary_metrics = _token_summary(task.token_metric)
         self.val_token_loss, self.test_token_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(task.output_size, average="micro")
