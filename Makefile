@@ -30,10 +30,12 @@ eval: install
 generate: install
 	$(PY) src/generate.py $(ARGS)
 
-# The formatter and linter (ruff, configured in pyproject.toml); `make format` applies both fixes.
+# The formatter and linter (ruff) and the type checker (mypy), configured in pyproject.toml; `make format`
+# applies ruff's fixes.
 lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

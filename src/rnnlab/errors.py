@@ -10,7 +10,9 @@ import errno
 import math
 from collections.abc import Iterable
 from numbers import Real
-from typing import Any
+from typing import Any, TypeVar
+
+Raised = TypeVar("Raised", bound=BaseException)
 
 
 class CommandError(Exception):
@@ -68,7 +70,7 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def raised_from(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+def raised_from(error: BaseException | None, kind: type[Raised]) -> Raised | None:
     """The first ``kind`` among ``error`` and the errors it was raised from (``__cause__``, else
     ``__context__``), else None: e.g. the OSError under a library's wrapper, a CommandError under OmegaConf's."""
     seen: set[int] = set()

@@ -68,7 +68,7 @@ SAMPLERS: dict[str, dict[str, Any]] = {
 }
 
 # Steps are validation epochs (the job reports the optimised metric once per validation epoch).
-PRUNERS: dict[str, dict[str, Any] | None] = {
+PRUNERS: dict[str, dict[str, Any]] = {
     "median": {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 4, "n_warmup_steps": 2},
     "hyperband": {
         "_target_": "optuna.pruners.HyperbandPruner",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -75,6 +76,11 @@ class _Interrupted(KeyboardInterrupt):
 
 
 class RnnlabOptunaSweeper(Sweeper):
+    # Set by setup(), which Hydra calls before sweep().
+    config: DictConfig
+    hydra_context: HydraContext
+    launcher: Launcher
+
     def __init__(
         self,
         storage: str | None = None,
@@ -103,14 +109,11 @@ class RnnlabOptunaSweeper(Sweeper):
         self.params = dict(params or {})
         self.enqueue = [dict(entry) for entry in enqueue or ()]
         self.trials_per_gpu, self.n_jobs, self.custom_search_space = trials_per_gpu, n_jobs, custom_search_space
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.launcher = None
         self.gpus: list[int | None] = []  # the GPU of each parallel trial (None: the trial's own trainer config)
         self._study_lock = threading.Lock()  # parallel slots share the study object
         self._running: dict[int, float] = {}  # numbers of the trials this sweep runs now
         self._stop = threading.Event()  # no more trials: interrupted, grid exhausted
-        self._signal: int | None = None
+        self._signal: signal.Signals | None = None
         self._signalled = threading.Event()  # set with ``_signal``: trial slots wait on it
         self._shield = 0  # > 0 while the main thread is in a section a signal must not cut (``_shielded``)
         self._distributions: dict[str, Any] = {}
@@ -384,7 +387,7 @@ class RnnlabOptunaSweeper(Sweeper):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signal is None:
-            self._signal = signum
+            self._signal = signal.Signals(signum)
             self._signalled.set()
             for sig in EXIT_CODES:  # a second Ctrl-C must not cut the recording short
                 signal.signal(sig, signal.SIG_IGN)
@@ -410,7 +413,7 @@ class RnnlabOptunaSweeper(Sweeper):
             for number in list(self._running):
                 trials.fail_lost(study, storage, number, f"lost: the sweep was interrupted by {name}")
 
-    def _next_trial(self, study, storage, n_trials, outcomes, custom):
+    def _next_trial(self, study, storage, n_trials, outcomes, custom) -> tuple[Any, int] | None:
         """(trial, position) of the next trial to run, asked from the stored study; None once it holds
         ``n_trials`` counted trials (or too many of this run's trials failed, or the sweep is stopping)."""
         import optuna

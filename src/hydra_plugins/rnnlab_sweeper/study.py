@@ -49,7 +49,7 @@ def directions_of(direction: Any, config: DictConfig) -> list[str]:
 
 def metric_names(config: DictConfig, n_objectives: int) -> list[str]:
     """The names of the objectives: ``optimized_metric`` (a name or a list) where the app has it."""
-    metric = config.get("optimized_metric") if OmegaConf.is_dict(config) else None
+    metric: Any = config.get("optimized_metric") if OmegaConf.is_dict(config) else None
     names = [str(m) for m in metric] if OmegaConf.is_list(metric) else ([str(metric)] if metric else [])
     if names and len(names) != n_objectives:
         raise StudyError(
@@ -107,7 +107,7 @@ def open_study(storage: Any, name: str, directions: list[str], fixed: dict[str, 
         with warnings.catch_warnings():  # experimental in Optuna: names the objectives in optuna-dashboard's axes
             warnings.simplefilter("ignore")
             study.set_metric_names(list(metrics))
-        record = {"uid": uuid.uuid4().hex, "fixed": fixed, "metrics": metrics}
+        record: dict[str, Any] = {"uid": uuid.uuid4().hex, "fixed": fixed, "metrics": metrics}
         study.set_user_attr(STUDY_ATTR, record)
         return study, record
     except optuna.exceptions.DuplicatedStudyError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -64,7 +65,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
 
 
-def build(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()):
+def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()):
     """Datamodule, model and trainer for a run config (nothing is trained)."""
     quiet_lightning()
     datamodule = instantiate(cfg.data)

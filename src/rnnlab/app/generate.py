@@ -71,5 +71,7 @@ def _continue_series_to(out: Path, model: RecurrentModel, datamodule, cfg: DictC
         generated=torch.cat([seed, generated], 1),
     )
     figure.savefig(out / "generation.png", dpi=120)
-    say(f"generate length={cfg.length} mse={mse:.4f} mse_ratio={mse / model.task.trivial_mse:.4f} out={out}")
+    trivial_mse = model.task.trivial_mse
+    assert trivial_mse, "a series model's task has a trivial_mse (SequenceRegressor refuses one without)"
+    say(f"generate length={cfg.length} mse={mse:.4f} mse_ratio={mse / trivial_mse:.4f} out={out}")
     return mse

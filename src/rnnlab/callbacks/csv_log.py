@@ -22,6 +22,8 @@ class _ContinuedWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger):
     """``pytorch_lightning.loggers.CSVLogger`` whose ``metrics.csv`` keeps every row across resumes."""
 
+    _experiment: ExperimentWriter | None  # set by CSVLogger's constructor, made on first use
+
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:

@@ -50,7 +50,7 @@ def confusion_figure(matrix, title: str = "test confusion matrix"):
             axes.text(
                 j,
                 i,
-                int(counts[i, j]),
+                str(int(counts[i, j])),
                 ha="center",
                 va="center",
                 fontsize=7,

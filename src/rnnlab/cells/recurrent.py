@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from rnnlab.cells.scans import GRUScan, LSTMScan, VanillaScan, autocasts
 from rnnlab.registry import Registry
 
-State = Tensor | tuple[Tensor, Tensor]
+State: TypeAlias = Tensor | tuple[Tensor, Tensor]  # h, or (h, c) for an LSTM
 
 CELL_CLASSES: Registry[type[RecurrentCell]] = Registry("model.cell")
 
@@ -109,13 +109,14 @@ class RecurrentCell(nn.Module):
             raise ValueError(f"expected an initial state of shape {shape}, got {tuple(h0.shape)}")
         return h0
 
-    def _recur(self, *args: Tensor | None) -> tuple[Tensor, ...]:
+    def _recur(self, x: Tensor, *args: Tensor | None) -> tuple[Tensor, ...]:
         """Run the recurrence, in autocast's dtype when autocast is on (as the built-in RNNs do)."""
-        device_type = args[0].device.type
+        device_type = x.device.type
         if autocasts(device_type):
             dtype = torch.get_autocast_dtype(device_type)
+            x = x.to(dtype)
             args = tuple(None if a is None else a.to(dtype) for a in args)
-        return self.recurrence.apply(*args)
+        return self.recurrence.apply(x, *args)
 
 
 @CELL_CLASSES.register("vanilla")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -113,13 +114,15 @@ class TensorDataModule(pl.LightningDataModule):
     splits: dict[str, TensorPairs]
 
     @classmethod
-    def check_arguments(cls, **arguments) -> None:
+    def check_arguments(cls, *args: Any, **arguments: Any) -> None:
         """Raise ``ValueError`` (one line naming the ``data.*`` value) for constructor arguments that are not
         allowed, without generating or reading any data.
 
         A subclass's constructor calls it first; ``rnnlab.app.validate`` calls it with every constructor
         argument (defaults filled in) before the run directory exists. Checks that need the data (a corpus
-        too short for its windows) stay in the constructor.
+        too short for its windows) stay in the constructor. A subclass names the arguments it checks
+        (keyword-only) and passes the rest on to ``super()``; this open ``*args, **arguments`` signature is
+        what lets each subclass name its own (a type checker treats it as "any arguments").
         """
 
     def placement(self) -> tuple[torch.device, int, int]:

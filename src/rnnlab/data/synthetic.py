@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -156,8 +157,9 @@ class GeneratedDataModule(TensorDataModule):
         self.seed, self.shuffle_seed = seed, shuffle_seed
 
     @classmethod
-    def check_arguments(cls, *, batch_size: int, **arguments) -> None:
-        positive_int("data.batch_size", batch_size)
+    def check_arguments(cls, *args: Any, **arguments: Any) -> None:
+        """Every generated task's ``data.batch_size``; open like its base's, so that subclasses name theirs."""
+        positive_int("data.batch_size", arguments["batch_size"])
 
     def _loader(self, split: str) -> DataLoader:
         return self.loader(split, self.batch_size, shuffle=split == "train", seed=self.shuffle_seed)

@@ -73,8 +73,18 @@ class OneHot(nn.Module):
 INPUT_LAYERS: Registry[Callable[[TaskSpec], tuple[nn.Module, int]]] = Registry("data.encoding")
 
 
-INPUT_LAYERS.register("onehot")(lambda task: (OneHot(task.input_size), task.input_size))
-INPUT_LAYERS.register("embedding")(lambda task: (nn.Embedding(task.input_size, task.embedding_dim), task.embedding_dim))
+@INPUT_LAYERS.register("onehot")
+def _onehot(task: TaskSpec) -> tuple[nn.Module, int]:
+    return OneHot(task.input_size), task.input_size
+
+
+@INPUT_LAYERS.register("embedding")
+def _embedding(task: TaskSpec) -> tuple[nn.Module, int]:
+    if task.embedding_dim is None:  # a TaskSpec made by hand; the text datamodule always sets it
+        raise ValueError(f"task encoding='embedding' needs an embedding_dim; got {task}")
+    return nn.Embedding(task.input_size, task.embedding_dim), task.embedding_dim
+
+
 # One layer for every encoding the data side declares.
 assert set(INPUT_LAYERS) == set(ENCODINGS), (sorted(INPUT_LAYERS), ENCODINGS)
 

@@ -96,6 +96,8 @@ class RecurrentModel(pl.LightningModule):
     values. ``compile=True`` runs the forward computation through ``torch.compile`` (``CompiledOrEager``).
     """
 
+    summary_metrics: tuple[str, ...]  # each subclass's: what a run's summary shows, most important first
+
     def __init__(
         self,
         task: TaskSpec,
@@ -274,7 +276,7 @@ class SequenceRegressor(RecurrentModel):
     stateful task the final hidden state of each batch, detached, starts the next one (truncated BPTT).
     """
 
-    summary_metrics = ("val/mse_best", "val/mse", "val/mse_ratio", "test/mse", "test/mse_ratio")
+    summary_metrics: tuple[str, ...] = ("val/mse_best", "val/mse", "val/mse_ratio", "test/mse", "test/mse_ratio")
     declared_metrics = (*summary_metrics, "val/within_tol", "test/within_tol")
 
     def progress_chart(self) -> tuple[str, list[str]]:
@@ -370,6 +372,10 @@ class LanguageModel(RecurrentModel):
         super().__init__(task, **kwargs)
         if self.hparams.bidirectional:
             raise ValueError("model.bidirectional=true reads the next tokens; a language model must be unidirectional")
+        if task.token_metric not in TOKEN_METRICS:
+            raise ValueError(
+                f"task token_metric={task.token_metric!r} is not allowed; allowed: {', '.join(TOKEN_METRICS)}"
+            )
         self.summary_metrics = _token_summary(task.token_metric)
         self.val_token_loss, self.test_token_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(task.output_size, average="micro")
@@ -379,7 +385,9 @@ class LanguageModel(RecurrentModel):
 
     def token_metric(self, loss: torch.Tensor) -> torch.Tensor:
         """The task's per-token metric of a mean cross-entropy in nats (``TOKEN_METRICS``)."""
-        return TOKEN_METRICS[self.task.token_metric](loss)
+        metric = self.task.token_metric
+        assert metric is not None  # the constructor refuses a task without one
+        return TOKEN_METRICS[metric](loss)
 
     def progress_chart(self) -> tuple[str, list[str]]:
         metric = self.task.token_metric

@@ -130,6 +130,8 @@ def _test_panel(axes, groups: list[Group], style: _Style) -> None:
 def _gradient_panel(axes, groups: list[Group], style: _Style) -> None:
     for g in groups:
         last = g.grad_profile("last")
+        if last is None:  # figure() passes only groups that have one
+            continue
         axes.plot(range(1, len(last) + 1), last, color=style.color(g), label=f"{style.name(g)}, last epoch")
         first = g.grad_profile("first")
         if first is not None and not np.array_equal(first, last):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from rnnlab.cells import CELLS
 from rnnlab.report.read import FLOOR, Run
 
 
-def mean_std(values: list[float]) -> tuple[float, float, int]:
+def mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
     """Mean and sample standard deviation (ddof=1; 0 for one value) of the finite values, and their count."""
     finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if len(finite) == 0:

@@ -7,6 +7,12 @@ one sample standard deviation over seeds; intervals are written ``[low, high]``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Plotted = TypeVar("Plotted", float, "np.ndarray")  # one value, or a curve
 
 
 class MetricFormat:
@@ -52,6 +58,6 @@ class MetricFormat:
     def axis_label(self) -> str:
         return f"{self.metric} (%)" if self.percent else self.metric
 
-    def plotted(self, v: float) -> float:
+    def plotted(self, v: Plotted) -> Plotted:
         """A value as a figure plots it (percent for an accuracy, as the tables write it)."""
         return v * self.scale

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +178,7 @@ ELIDABLE = ("name", "parent")  # long texts that tell runs apart by their start 
 NARROWEST = 20  # an elided name or parent keeps this many characters
 
 
-def fit(columns: Sequence[Column], width: int, essential: set[str] = frozenset(), must: int = 3) -> list[Column]:
+def fit(columns: Sequence[Column], width: int, essential: Set[str] = frozenset(), must: int = 3) -> list[Column]:
     """The columns, in priority order, that fit ``width``: the first ``must`` always; each other one if it fits,
     an essential one also by eliding the name and parent columns (down to ``NARROWEST``); the others are
     left out whole."""

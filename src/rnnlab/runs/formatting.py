@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,7 +40,7 @@ def human_duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def run_duration(record: dict[str, Any]) -> str:
+def run_duration(record: Mapping[str, Any]) -> str:
     """Stored duration; a running run shows its elapsed time so far (``12s…``)."""
     if record.get("status") == "running":
         started = parse_time(record.get("started"))

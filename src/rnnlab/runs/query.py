@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rnnlab.runs.record import RECORD_FILE, STATUSES, find_records, read_record
 
@@ -22,6 +22,7 @@ _CLAUSE = re.compile(r"\s*([^\s=!<>]+)\s*(!=|>=|<=|==|=|>|<)\s*(.*?)\s*$")
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
 _MISSING = object()
 MIN_PREFIX = 4
+Ordered = TypeVar("Ordered", float, str)  # what a clause compares: two numbers, or two texts
 
 
 class QueryError(ValueError):
@@ -112,21 +113,26 @@ class Clause:
         if actual is _MISSING:
             return self.op == "!="  # a run without the key differs from any value
         left, right = as_number(actual), as_number(self.value)
-        if left is None or right is None:  # compare as text
-            left, right = as_text(actual), self.value
-            if isinstance(actual, bool) or actual is None:
-                right = right.lower()
-        if self.op in ("=", "=="):
-            return left == right
-        if self.op == "!=":
-            return left != right
-        if self.op == ">":
-            return left > right
-        if self.op == ">=":
-            return left >= right
-        if self.op == "<":
-            return left < right
-        return left <= right
+        if left is not None and right is not None:
+            return _compare_values(self.op, left, right)
+        # else as text: true, false and null in any case
+        text = self.value.lower() if isinstance(actual, bool) or actual is None else self.value
+        return _compare_values(self.op, as_text(actual), text)
+
+
+def _compare_values(op: str, left: Ordered, right: Ordered) -> bool:
+    """``left OP right`` for one of OPERATORS, both sides numbers or both text."""
+    if op in ("=", "=="):
+        return left == right
+    if op == "!=":
+        return left != right
+    if op == ">":
+        return left > right
+    if op == ">=":
+        return left >= right
+    if op == "<":
+        return left < right
+    return left <= right
 
 
 def parse_where(text: str) -> list[Clause]:

@@ -83,8 +83,8 @@ def collect(plan: Plan, tuned: dict[str, Tuned], jobs: list[Confirm]) -> list[Ce
             cell_jobs = sorted((j for j in jobs if j.cell == cell), key=lambda j: j.seed)
             records = [read_record(j.dir) for j in cell_jobs]
             group = Group(plan.task, cell, [read_run(j.dir) for j in cell_jobs])
-            values = [(r.get("metrics") or {}).get(group.test_metric) for r in records]
-            values = [math.nan if v is None else float(v) for v in values]
+            stored = [(r.get("metrics") or {}).get(group.test_metric) for r in records]
+            values = [math.nan if v is None else float(v) for v in stored]
             results.append(
                 CellResult(
                     cell,
@@ -347,10 +347,10 @@ def figure(plan: Plan, results: list[CellResult]):
         if s.n > 1:
             tests.errorbar([i], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color=color, capsize=8)
         tests.scatter([i] * len(r.values), [fmt.plotted(v) for v in r.values], color="black", s=10, zorder=3)
-        epochs, mean, std = r.group.val_band()
+        epochs, curve, spread = r.group.val_band()
         if len(epochs):
-            curves.plot(epochs, mean, color=color, label=f"{r.cell} (n={len(r.group.runs)})")
-            curves.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+            curves.plot(epochs, curve, color=color, label=f"{r.cell} (n={len(r.group.runs)})")
+            curves.fill_between(epochs, curve - spread, curve + spread, color=color, alpha=0.2, linewidth=0)
         profile = r.group.grad_profile("last")
         if profile is not None:
             grads.plot(range(1, len(profile) + 1), profile, color=color, label=r.cell)

@@ -84,6 +84,7 @@ class Children:
                     pass_fds=(self.alive_read,),
                 )
                 self.running.add(process)
+            assert process.stdout is not None  # stdout=PIPE
             try:
                 for line in process.stdout:
                     log.write(line)
