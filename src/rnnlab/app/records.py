@@ -165,7 +165,10 @@ class CheckpointsWritten(pl.Callback):
             return
         for callback in trainer.checkpoint_callbacks:  # any Checkpoint callback: the paths it reports, if any
             reported = {getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", "")}
+            folder = getattr(callback, "dirpath", None)
             for path in reported - {"", None}:
+                if folder and Path(path).parent != Path(folder):
+                    continue  # restored from a checkpoint of a run that has moved since: not written by this run
                 if not Path(path).is_file():
                     raise not_written(Path(path))
 

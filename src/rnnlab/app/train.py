@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -52,7 +53,7 @@ def train_command(cfg: DictConfig) -> float | tuple[float, ...]:
     return optimized_value(cfg, train(cfg))
 
 
-def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str, float]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``).
 
     Returns every final metric (val/*, test/*) as floats. The run's record (``run.json``) is written when
@@ -100,7 +101,7 @@ def train(cfg: DictConfig, extra_callbacks: list[pl.Callback] = ()) -> dict[str,
         metrics["model/num_parameters"] = float(model.num_parameters)  # an objective of size-vs-accuracy sweeps
     except BaseException as error:
         if record is not None:
-            status, line = fate(progress.exception or error)
+            status, line = fate((progress.exception if progress else None) or error)
             try:
                 record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
             except OSError as write_error:  # a full disk: what stopped the run is still the error to report

@@ -22,10 +22,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 
 from rnnlab.errors import CommandError
 from rnnlab.runs.process import hostname, pid_alive, start_time
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # not on POSIX: holds are not enforced

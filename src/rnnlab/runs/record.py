@@ -27,12 +27,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from rnnlab.errors import first_line
 from rnnlab.runs.process import hostname as _hostname
 from rnnlab.runs.process import pid_alive
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # not on POSIX: in-process locking only
@@ -178,10 +180,10 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         ended = True
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        for signum in caught:
-            signal.raise_signal(signum)
+        for swapped, handler in previous.items():
+            signal.signal(swapped, handler if handler is not None else signal.SIG_DFL)
+        for number in caught:
+            signal.raise_signal(number)
 
 
 def _load(run_dir: Path) -> dict[str, Any]:
@@ -702,7 +704,7 @@ class RunRecord:
         self._thread.start()
 
 
-def _interrupted(error: BaseException) -> bool:
+def _interrupted(error: BaseException | None) -> bool:
     """Whether a SystemExit stands for an interruption. Lightning's trainer turns Ctrl-C (and so SIGTERM under
     ``interrupt_on_sigterm``) into ``sys.exit(1)`` raised while handling the KeyboardInterrupt; its own SIGTERM
     handling raises ``SIGTERMException``, a SystemExit without a code (known by name: no Lightning import)."""
