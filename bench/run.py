@@ -25,6 +25,8 @@ import overhead as overhead_bench
 import runs_listing as runs_bench
 import startup as startup_bench
 import sweeps as sweeps_bench
+from rnnlab.budget import active as budget_active
+from rnnlab.budget import capped
 from rnnlab.devices import available_cores
 
 BENCHMARKS = ("cells", "overhead", "sweeps", "startup", "runs")
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     device = _device(parser, args.device, only, args.clock)
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    repeats = args.repeats or (5 if args.quick else 60)
+    args.quick = args.quick or budget_active() is not None  # RNNLAB_BUDGET=tiny: a smoke run, one repeat
+    repeats = capped("bench.repeats", args.repeats or (5 if args.quick else 60))
     print(
         f"torch {torch.__version__}, {platform.machine()}, {available_cores()} cores, "
         f"threads={torch.get_num_threads()}, "
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "sweeps" in only:
         trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
+        trials, epochs = capped("hydra.sweeper.n_trials", trials), capped("bench.epochs", epochs)
         print(f"sweeps: {trials} trials x <= {epochs} epochs, {len(sweeps_bench.MODES)} ways ...", flush=True)
         tables[f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"] = (
             sweeps_bench.markdown(sweeps_bench.run(trials=trials, epochs=epochs))
@@ -129,10 +133,12 @@ def main(argv: list[str] | None = None) -> None:
         print("startup: wall time of commands ...", flush=True)
         tables["Start-up: wall seconds"] = startup_bench.markdown(startup_bench.run(repeats=1 if args.quick else 3))
     if "runs" in only:
-        records = 100 if args.quick else 1000
+        records = capped("bench.records", 100) if args.quick else 1000
         print(f"runs: `rnnlab runs` over {records:,} run records vs its start-up ...", flush=True)
         tables[f"Run listing: `rnnlab runs --limit 20` over {records:,} records vs its start-up, wall seconds"] = (
-            runs_bench.markdown(runs_bench.run(records=records, repeats=3 if args.quick else 15))
+            runs_bench.markdown(
+                runs_bench.run(records=records, repeats=capped("bench.repeats", 3 if args.quick else 15))
+            )
         )
 
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (a busy machine inflates and skews the numbers)")

@@ -55,7 +55,7 @@ class Result:
 
 def run_documents(groups: dict[str, list[Case]], scratch: Path, data: Path | None, workers: int = 2) -> dict:
     """Run each document's cases in its own scratch root; {case.id: Result}."""
-    order = sorted(groups, key=lambda doc: -len(groups[doc]))
+    order = sorted(groups, key=lambda doc: -sum(cost(case) for case in groups[doc]))
     results: dict[str, Result] = {}
     with ProcessPoolExecutor(min(workers, len(order) or 1), mp_context=get_context("spawn")) as pool:
         futures = [
@@ -65,6 +65,13 @@ def run_documents(groups: dict[str, list[Case]], scratch: Path, data: Path | Non
         for future in futures:
             results.update(future.result())
     return results
+
+
+def cost(case: Case) -> int:
+    """A rough weight, to start the longest documents first (a study is many runs)."""
+    if re.search(r"study|compare|results|bench|adding.lengths|task-results", case.text):
+        return 20
+    return 5 if "sweep" in case.text or " -m " in case.text else 1
 
 
 def run_document(cases: list[Case], root: Path, data: Path | None, checkout: str) -> dict[str, Result]:
