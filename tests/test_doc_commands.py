@@ -15,7 +15,7 @@ import pytest
 from doc_commands import ROOT, Case, cases, extract
 from doc_runner import run_documents
 
-pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.timeout(3600)]
 CASES = cases()
 
 
