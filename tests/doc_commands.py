@@ -232,7 +232,7 @@ def normalised(line: str, root: str = "") -> str:
     """``line`` with the scratch root, numbers and run names made neutral (they differ from run to run)."""
     if root:  # paths under the scratch root read as relative ones (the documents give logs/...)
         line = line.replace(root.rstrip("/") + "/", "")
-    line = line.replace("/tmp/docsroot/", "")
+    line = line.replace("/tmp/docsroot/", "").replace(f"{ROOT}/", "")  # src/train.py is run by its full path
     line = re.sub(r"\b(vanilla|gru|lstm)-(builtin|custom)-h\d+\b", "NAME", line)
     return re.sub(r"\d[\d,]*(\.\d+)?(e[-+]?\d+)?", "N", line)
 

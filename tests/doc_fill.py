@@ -3,8 +3,9 @@
 ``<run dir>``, ``...`` and ``logs/...`` in a checkpoint path: the latest run of the kind the command needs
 (a resume: an interrupted run; generate: a sine run, or a text run when it gives a prompt; eval: any
 completed training run), made here, tiny, when no earlier command of the document made one. ``3f2a`` /
-``9c01``: the ids of the two latest runs. ``<logdir>``, ``<task>/<timestamp>``, ``<tmp>``, ``~/book.txt``,
-``<name>`` and ``<s>`` likewise. A placeholder left unfilled fails the command (mark it or teach this).
+``9c01``: the ids of the two latest runs. ``<logdir>`` and ``<task>/<timestamp>``: the latest compare
+sweep; ``<tmp>``, ``~/book.txt``, ``<name>`` and ``<s>`` likewise. A placeholder left unfilled fails the
+command (mark it or teach this).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ RUN_DIR = r"(?:<run dir>|logs/\.\.\.|\.\.\.|logs/[\w./-]+?)"
 CKPT = re.compile(r"\b(ckpt_path|ckpt)=(" + RUN_DIR + r"(?:/checkpoints)?/[\w.-]+\.ckpt|\.\.\.|<run dir>\S*)")
 PAUSE = "doc_pause.PauseAfterFirstEpoch"  # tests/doc_pause.py
 FIXED = {
-    "<logdir>": "logs",
     "model=<name>": "model=gru",  # development.md: a new cell's or task's check, with an existing one
     "data=<name>": "data=sine",
     "seed=<s>": "seed=0",
@@ -42,6 +42,8 @@ def fill(text: str, root: Path) -> str:
         book = root / "book.txt"
         book.write_text("\n".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "docs").glob("*.md"))))
         text = text.replace("~/book.txt", str(book))
+    if "<logdir>" in text:  # any log directory: the latest compare sweep, else logs/
+        text = text.replace("<logdir>", "multirun/compare/<task>/<timestamp>" if _compares(root) else "logs")
     text = re.sub(r"multirun/compare/(?:<task>|mnist1d)/<timestamp>", lambda _: _latest_compare(root), text)
     text = CKPT.sub(lambda match: f"{match.group(1)}={_checkpoint(text, match.group(2), root)}", text)
     if re.search(r"\b(3f2a|9c01)\b", text):
@@ -61,8 +63,12 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def _compares(root: Path) -> list[Path]:
+    return sorted((root / "multirun" / "compare").glob("*/*/"), key=os.path.getmtime)
+
+
 def _latest_compare(root: Path) -> str:
-    found = sorted((root / "multirun" / "compare").glob("*/*/"), key=os.path.getmtime)
+    found = _compares(root)
     if not found:
         raise ValueError("no compare sweep in this document's root before this command")
     return str(found[-1].relative_to(root))
