@@ -11,6 +11,8 @@ training sequences), stated in the README beside the table. Prints a markdown ta
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from tasks import ROOT, run  # bench/tasks.py
 
@@ -34,7 +36,9 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="+", type=int, default=[50, 100, 200, 400])
     parser.add_argument("--impl", default="builtin", choices=["builtin", "custom"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: all cores)")
-    parser.add_argument("--log-dir", default=str(ROOT / "logs" / "adding-lengths"))
+    parser.add_argument(
+        "--log-dir", default=str(Path(os.environ.get("RNNLAB_ROOT") or ROOT) / "logs" / "adding-lengths")
+    )
     options = parser.parse_args()
     rows = ["| cell | seq_len | test mse | within 0.04 | solved | wall time |", "|---|---|---|---|---|---|"]
     longest = {}

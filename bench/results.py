@@ -13,9 +13,12 @@ README's table was measured with one thread per run). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+from rnnlab.budget import capped
 from rnnlab.devices import cpu_share
 from tasks import ROOT, run  # bench/tasks.py
 
@@ -27,8 +30,9 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (threads = cores // jobs)")
-    parser.add_argument("--log-dir", default=str(ROOT / "logs" / "results"))
+    parser.add_argument("--log-dir", default=str(Path(os.environ.get("RNNLAB_ROOT") or ROOT) / "logs" / "results"))
     options = parser.parse_args()
+    options.seeds = options.seeds[: capped("bench.seeds", len(options.seeds))]  # RNNLAB_BUDGET=tiny: one seed
     threads = cpu_share(options.jobs)
 
     def one(cell: str, seed: int) -> dict[str, str]:

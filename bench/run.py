@@ -30,6 +30,8 @@ import overhead as overhead_bench
 import runs_listing as runs_bench
 import startup as startup_bench
 import sweeps as sweeps_bench
+from rnnlab.budget import active as budget_active
+from rnnlab.budget import capped
 from rnnlab.devices import available_cores
 
 BENCHMARKS = ("cells", "overhead", "sweeps", "startup", "runs")
@@ -109,7 +111,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], t
 def main(argv: list[str] | None = None) -> None:
     args, only, device = parse_args(argv)
     torch.set_num_threads(args.threads)
-    repeats = args.repeats or (5 if args.quick else 60)
+    args.quick = args.quick or budget_active() is not None  # RNNLAB_BUDGET=tiny: a smoke run, one repeat
+    repeats = capped("bench.repeats", args.repeats or (5 if args.quick else 60))
     environment = {
         "torch": torch.__version__,
         "machine": platform.machine(),
@@ -171,6 +174,7 @@ def overhead_tables(args: argparse.Namespace, repeats: int, device: torch.device
 
 def sweeps_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
     trials, epochs = (4, 2) if args.quick else (12, args.sweep_epochs)
+    trials, epochs = capped("hydra.sweeper.n_trials", trials), capped("bench.epochs", epochs)
     print(f"sweeps: {trials} trials x <= {epochs} epochs, {len(sweeps_bench.MODES)} ways ...", flush=True)
     rows = sweeps_bench.run(trials=trials, epochs=epochs)
     title = f"Sweep throughput: {trials} trials (random search, seed 0), <= {epochs} epochs each, wall time"
@@ -185,9 +189,9 @@ def startup_tables(args: argparse.Namespace, repeats: int, device: torch.device)
 
 
 def runs_tables(args: argparse.Namespace, repeats: int, device: torch.device) -> list[Table]:
-    records = 100 if args.quick else 1000
+    records = capped("bench.records", 100) if args.quick else 1000
     print(f"runs: `rnnlab runs` over {records:,} run records vs its start-up ...", flush=True)
-    rows = runs_bench.run(records=records, repeats=3 if args.quick else 15)
+    rows = runs_bench.run(records=records, repeats=capped("bench.repeats", 3 if args.quick else 15))
     title = f"Run listing: `rnnlab runs --limit 20` over {records:,} records vs its start-up, wall seconds"
     return [Table("runs", title, runs_bench.COLUMNS, rows, runs_bench.markdown(rows), {"records": records})]
 

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's rnnlab, also when run from another directory
 
+from rnnlab.budget import capped  # noqa: E402
 from rnnlab.runs import RunRecord  # noqa: E402
 from rnnlab.runs.record import write_json_atomic  # noqa: E402
 
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=int, default=1000, help="run records to list (default 1000)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per command (default 5)")
     args = parser.parse_args(argv)
-    print(markdown(run(records=args.records, repeats=args.repeats)))
+    records, repeats = capped("bench.records", args.records), capped("bench.repeats", args.repeats)  # RNNLAB_BUDGET
+    print(markdown(run(records=records, repeats=repeats)))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ machine is shared: times are indicative).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--cells", nargs="+", default=["vanilla", "gru", "lstm"], choices=["vanilla", "gru", "lstm"])
     parser.add_argument("--impl", default="builtin", choices=["builtin", "custom"])
-    parser.add_argument("--log-dir", default=str(ROOT / "logs" / "task-results"))
+    parser.add_argument("--log-dir", default=str(Path(os.environ.get("RNNLAB_ROOT") or ROOT) / "logs" / "task-results"))
     options = parser.parse_args()
 
     rows = ["| task | cell | test metrics | wall time |", "|---|---|---|---|"]

@@ -37,6 +37,9 @@ TINY_COUNTS: Mapping[str, int] = {
     "study.seeds": 2,
     "compare.seeds": 2,
     "bench.seeds": 1,
+    "bench.repeats": 1,  # bench/run.py, bench/runs_listing.py: timed repeats, epochs and records
+    "bench.epochs": 1,
+    "bench.records": 20,
 }
 ADDED = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
 
