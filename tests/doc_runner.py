@@ -192,7 +192,7 @@ def run_module(module: str, argv: list[str]) -> None:
 
 
 def console_script(argv: list[str]) -> None:
-    from rnnlab.runs.cli import main
+    from rnnlab.cli import main
 
     sys.argv = argv
     raise SystemExit(main(argv[1:]))
@@ -220,6 +220,9 @@ def in_process(body) -> tuple[int, str, str]:
             traceback.print_exc()
             rc = 1
         finally:
+            from rnnlab.app.holds import release_holds
+
+            release_holds()  # a process ends a command's hold; this one goes on to the next command
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)

@@ -56,6 +56,17 @@ class HoldRunDir(Callback):
             release_reserved()
             raise SystemExit(f"error: {message}") from None
 
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The command is over (however it ended): its run directory is free for the next one, also when the
+        next command runs in this same process (a notebook, an in-process test)."""
+        release_holds()
+
+
+def release_holds() -> None:
+    """Free every run directory this process holds."""
+    while _HOLDS:
+        _HOLDS.pop().release()
+
 
 def launched_rank() -> int:
     """This process's rank in a multi-process run, from the environment its launcher set (0 if none)."""
