@@ -37,7 +37,7 @@ TESTS = ROOT / "tests"
 # The documents' commands that act on the checkout itself: run in a scratch copy of its tracked files.
 ON_CHECKOUT = re.compile(r"^make (lint|format|clean|test)\b")
 SERVERS = ("tensorboard", "optuna-dashboard")
-TIMEOUT = 240
+TIMEOUT = 600  # make task-results: 18 tiny runs, one after another
 
 
 @dataclass

@@ -73,7 +73,13 @@ class StudyCallback(Callback):
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd  # held until this process ends
+        self._lock_fd = fd  # held until the study ends (on_run_end), or this process does
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The study is over (however it ended): its directory is free, also for a next study in this process."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
 
 def main(cfg: DictConfig) -> None:
