@@ -21,6 +21,8 @@ SIZES_TOO_BIG = [
         ["data=sine", "data.stateful=true", "data.batch_size=1000"],
         ["data.series_len=20000 is too short", "data.batch_size=1000 streams", "data.series_len >= 50001"],
     ),
+    # refused when the corpus is read, after the seed is set: Lightning's "Seed set to 42" must not come first
+    (["data=text_char", "data.seq_len=100000000"], ["data.seq_len=100000000", "is too short"]),
 ]
 
 
@@ -35,6 +37,7 @@ def refused_sizes(tmp_path_factory) -> list[tuple[object, Path]]:
 def test_a_data_size_the_data_cannot_hold_is_refused_before_any_run_directory(refused_sizes, row):
     result, root = refused_sizes[row]
     assert_refused(result, root, {}, *SIZES_TOO_BIG[row][1])
+    assert result.stdout.strip() == "", result.stdout  # only the error line, nothing before it
 
 
 def legacy_runs(root: Path) -> Path:
