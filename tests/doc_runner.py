@@ -37,6 +37,7 @@ TESTS = ROOT / "tests"
 # The documents' commands that act on the checkout itself: run in a scratch copy of its tracked files.
 ON_CHECKOUT = re.compile(r"^make (lint|format|clean|test)\b")
 SERVERS = ("tensorboard", "optuna-dashboard")
+MAKE_VARIABLES = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR")
 TIMEOUT = 600  # make task-results: 18 tiny runs, one after another
 
 
@@ -138,9 +139,13 @@ def make_lines(text: str, cwd: Path) -> list[str]:
     """The commands ``make`` would run for ``text`` (``make -n``), without reinstalling the environment."""
     port = free_port()
     makefile = cwd / "Makefile" if (cwd / "Makefile").exists() else ROOT / "Makefile"
-    argv = ["make", "-n", "-f", str(makefile), "-o", "install", f"PY={sys.executable}", f"VENV={VENV_BIN.parent}"]
-    argv += [f"PORT={port}", *shlex.split(text)[1:]]
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=True)
+    argv = ["make", "-n", "--no-print-directory", "-f", str(makefile), "-o", "install"]
+    argv += [f"PY={sys.executable}", f"VENV={VENV_BIN.parent}", f"PORT={port}", *shlex.split(text)[1:]]
+    # Under `make test ARGS=...` the suite inherits make's flags and the command line's variables; the
+    # documented command runs as typed in a fresh shell, not with the suite's own ARGS.
+    defined = set(re.findall(r"^([A-Z_]+)\s*[:?+]?=", makefile.read_text(), flags=re.M))
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_VARIABLES and k not in defined}
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=True)
     return [line for line in done.stdout.splitlines() if line.strip()]
 
 
