@@ -63,6 +63,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
     # Short runs (few batches an epoch) log every epoch anyway: nothing for the user to change.
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+    # On a SLURM login node every local run would hint at `srun`; cluster runs go through a launcher.
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used")
 
 
 def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()):
