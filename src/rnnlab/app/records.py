@@ -17,8 +17,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import first_line
-from rnnlab.runs.record import RECORD_FILE, RunRecord, current_command, flatten_params
+from rnnlab.runs.environment import current_command
+from rnnlab.runs.record import RunRecord
 from rnnlab.runs.settings import derived_keys, settings
+from rnnlab.runs.store import RECORD_FILE, flatten_params
 
 SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the checkout (or install) this code runs from
 

@@ -43,7 +43,7 @@ _NODE_REFERENCE = re.compile(r"\$\{[^:{}]+\}")
 def derived_keys(unresolved: Mapping[str, Any]) -> list[str]:
     """The flat keys whose value in an unresolved config (``OmegaConf.to_container(cfg, resolve=False)``)
     refers to another key: copies of a setting shown elsewhere (or of a path)."""
-    from rnnlab.runs.record import flatten_params
+    from rnnlab.runs.store import flatten_params
 
     return [
         key
