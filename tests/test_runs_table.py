@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, cli_env, compose_config, read_hparams, run_cli
-from rnnlab.app.records import run_derived, run_settings, start_record
+from rnnlab.app.session import run_derived, run_settings, start_record
 from rnnlab.cli import main
 from rnnlab.runs.columns import number_format, parent_of
 from rnnlab.runs.settings import KEY_SETTINGS

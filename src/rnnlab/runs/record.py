@@ -263,19 +263,9 @@ class RunRecord:
         ``interrupt_on_sigterm``) or failed with the error's line; the exception propagates."""
         try:
             yield self
-        except KeyboardInterrupt:
-            self.finish("interrupted")
-            raise
-        except SystemExit as exit_:
-            if interrupting_signal(exit_) is not None:
-                self.finish("interrupted")
-            elif exit_.code in (0, None):
-                self.finish("completed")
-            else:
-                self.finish("failed", error=str(exit_.code))
-            raise
         except BaseException as error:
-            self.finish("failed", error=first_line(error)[:500])
+            status, line = fate(error)
+            self.finish(status, error=line)
             raise
         else:
             self.finish("completed")
@@ -304,3 +294,16 @@ class RunRecord:
     def _start_heartbeat(self) -> None:
         self._thread = threading.Thread(target=self._beat, name=f"rnnlab-heartbeat-{self.id[:8]}", daemon=True)
         self._thread.start()
+
+
+def fate(error: BaseException) -> tuple[str, str | None]:
+    """(status, error line) of a run that ended with ``error``: interrupted by Ctrl-C or SIGTERM (also as
+    Lightning reports them: ``sys.exit(1)`` raised while handling the KeyboardInterrupt, or its
+    ``SIGTERMException``), completed by a clean exit, else failed with the error's line."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", None
+    if isinstance(error, SystemExit):
+        if interrupting_signal(error) is not None:
+            return "interrupted", None
+        return ("completed", None) if error.code in (0, None) else ("failed", str(error.code))
+    return "failed", first_line(error)[:500]

@@ -1,5 +1,5 @@
 """The settings of a run worth showing: the one curated view that ``rnnlab runs`` (list, diff) and
-TensorBoard's HPARAMS table (``rnnlab.app.records``) both show.
+TensorBoard's HPARAMS table (``rnnlab.app.session``) both show.
 
 A run's record keeps every resolved config value (``params``); a reader compares runs by what a user set:
 no ``_target_``/``_partial_`` keys, no paths (the run's own directory, ``paths.*``, ``data.data_dir``), no
