@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))  # this checkout's rnnlab, also when run f
 
 from rnnlab.budget import capped  # noqa: E402
 from rnnlab.runs import RunRecord  # noqa: E402
-from rnnlab.runs.record import write_json_atomic  # noqa: E402
+from rnnlab.runs.atomic import write_json_atomic  # noqa: E402
 
 COLUMNS = ("command", "wall s (median)", "vs empty listing")
 CELLS = ("vanilla", "gru", "lstm")

@@ -32,7 +32,7 @@ from helpers import CONF, ROOT, TINY, cli_env, compose_config, read_scalars
 from rnnlab import budget
 from rnnlab.cells import ENCODERS
 from rnnlab.errors import ConfigError
-from rnnlab.runs.record import RECORD_FILE, find_records
+from rnnlab.runs.store import RECORD_FILE, find_records
 
 pytestmark = pytest.mark.configs
 

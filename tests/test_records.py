@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from helpers import ROOT, TINY, cli_env, read_hparams, read_scalars, read_session_status, run_cli, run_clis, start_cli
-from rnnlab.runs.record import read_record
+from rnnlab.runs.store import read_record
 
 pytestmark = pytest.mark.slow
 

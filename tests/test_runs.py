@@ -1,4 +1,4 @@
-"""Run records (rnnlab.runs.record) and the `rnnlab runs` command, built from records alone (no training)."""
+"""Run records (rnnlab.runs.record, .store) and the `rnnlab runs` command, built from records alone (no training)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import pytest
 from helpers import recipe_code
 from rnnlab.cli import main
 from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
+from rnnlab.runs.atomic import write_json_atomic
 from rnnlab.runs.commands import list as list_command
 from rnnlab.runs.commands.rerun import entry_command
 from rnnlab.runs.query import QueryError, parse_where
-from rnnlab.runs.record import derive_status, write_json_atomic
+from rnnlab.runs.store import derive_status
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS_DIR = ROOT / "src" / "rnnlab" / "runs" / "commands"
@@ -205,10 +206,10 @@ def test_ctrl_c_while_the_record_is_written_leaves_no_lock_held_and_the_run_stil
 def test_a_lock_held_for_ever_delays_a_write_but_never_stops_it(tmp_path, monkeypatch):
     import fcntl
 
-    from rnnlab.runs import record as record_module
+    from rnnlab.runs import atomic
 
     record = start(tmp_path / "run", heartbeat_interval=30.0)
-    monkeypatch.setattr(record_module, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(atomic, "LOCK_WAIT_S", 0.3)
     holder = os.open(tmp_path / "run" / ".run.json.lock", os.O_RDWR)  # e.g. a hung `rnnlab runs tag`
     try:
         fcntl.flock(holder, fcntl.LOCK_EX)
@@ -226,7 +227,7 @@ def test_sigterm_reads_as_interrupted(tmp_path):
     assert read_record(tmp_path / "run")["status"] == "running"
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
-    assert process.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert process.returncode != 0 and "Terminated: signal 15 (SIGTERM)" in stderr  # a KeyboardInterrupt
     data = read_record(tmp_path / "run")
     assert data["status"] == "interrupted" and data["ended"] is not None
 
@@ -765,15 +766,19 @@ def test_the_package_stays_a_light_leaf():
         "rnnlab.cli",
         "rnnlab.errors",  # the one-line error helpers, a leaf
         "rnnlab.runs",
+        "rnnlab.runs.atomic",  # atomic writes and file locks (stdlib)
         "rnnlab.runs.cli",
         "rnnlab.runs.columns",
         "rnnlab.runs.commands",
         *(f"rnnlab.runs.commands.{path.stem}" for path in sorted(COMMANDS_DIR.glob("[!_]*.py"))),
+        "rnnlab.runs.environment",  # host, versions, git (stdlib)
         "rnnlab.runs.formatting",
         "rnnlab.runs.process",  # whether a process still runs (stdlib), a leaf
         "rnnlab.runs.query",
         "rnnlab.runs.record",
         "rnnlab.runs.settings",
+        "rnnlab.runs.signals",  # deferred signals, SIGTERM as an interruption (stdlib)
+        "rnnlab.runs.store",
         "rnnlab.runs.subcommand",
     ]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, cli_env, compose_config, read_hparams, run_cli
-from rnnlab.app.records import run_derived, run_settings, start_record
+from rnnlab.app.session import run_derived, run_settings, start_record
 from rnnlab.cli import main
 from rnnlab.runs.columns import number_format, parent_of
-from rnnlab.runs.record import read_record
 from rnnlab.runs.settings import KEY_SETTINGS
+from rnnlab.runs.store import read_record
 
 WIDTH = 120
 INTERNAL = ("_target_", "_partial_", "default_root_dir", "data_dir", "run_name", "shuffle_seed", "max_lr", "paths.")
@@ -303,7 +303,7 @@ def tensorboard_experiment(logdir: Path) -> tuple[dict, list[str]]:
 @pytest.mark.slow
 def test_tensorboard_hparams_open_on_the_varied_settings_then_the_metrics(hparams_logs):
     from rnnlab.runs.columns import varying_settings
-    from rnnlab.runs.record import find_records
+    from rnnlab.runs.store import find_records
 
     records = [r for r in find_records(hparams_logs) if r["kind"] == "train"]
     assert len(records) == 7

@@ -27,7 +27,7 @@ from scipy import stats
 
 from helpers import CONF, ROOT, run_cli, start_cli
 from rnnlab.errors import ConfigError
-from rnnlab.runs.record import find_records, read_record
+from rnnlab.runs.store import find_records, read_record
 from rnnlab.study import make_plan
 from rnnlab.study.plan import cap_space
 from rnnlab.study.stats import summarize, verdict, welch

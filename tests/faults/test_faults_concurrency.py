@@ -22,7 +22,7 @@ import pytest
 from helpers import ROOT, cli_env, read_scalars
 from rnnlab.runs.hold import HOLD_FILE, RunHeld, RunHold, live_holder
 from rnnlab.runs.process import hostname
-from rnnlab.runs.record import read_record
+from rnnlab.runs.store import read_record
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ARGS = [

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, cli_env, read_scalars, read_session_status
-from rnnlab.runs.record import read_record
+from rnnlab.runs.store import read_record
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from rnnlab import budget
 from rnnlab.app.build import load_run, set_threads
-from rnnlab.app.records import start_record
-from rnnlab.app.rundirs import VOCABULARY, forget_reserved, load_run_config, run_dir_of_checkpoint
+from rnnlab.app.rundirs import VOCABULARY, load_run_config, run_dir_of_checkpoint
+from rnnlab.app.session import run_session
 from rnnlab.console import say, show
 from rnnlab.models import LanguageModel, RecurrentModel
 
@@ -33,13 +33,12 @@ def generate_from_checkpoint(cfg: DictConfig) -> str | float:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_dir = run_dir_of_checkpoint(cfg.ckpt)
-    record = start_record(cfg, out, "generate", of_run=load_run_config(run_dir))
-    forget_reserved()
-    with record.guard():
+    with run_session(cfg, out, "generate", of_run=load_run_config(run_dir)) as session:
+        session.under_way()
         if isinstance(model, LanguageModel):
             return _sample_text_to(out, model, run_dir, cfg)
         mse = _continue_series_to(out, model, datamodule, cfg)
-        record.update(metrics={"generate/mse": mse})
+        session.done({"generate/mse": mse})
         return mse
 
 

@@ -30,7 +30,7 @@ from rnnlab.app.rundirs import claim, release_reserved, run_dir_of_checkpoint
 from rnnlab.app.setup import user_error
 from rnnlab.errors import ConfigError
 from rnnlab.runs.hold import RunHold, live_holder, refusal
-from rnnlab.runs.record import RECORD_FILE
+from rnnlab.runs.store import RECORD_FILE
 
 _HOLDS: list[RunHold] = []  # this process's holds, kept until it ends
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads a rank

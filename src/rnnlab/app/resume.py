@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
 from rnnlab.console import say
 from rnnlab.errors import ConfigError, first_line
-from rnnlab.runs.record import read_record
+from rnnlab.runs.store import read_record
 
 # Overrides that only say where this command's own outputs go; they are not the run's to compare.
 COMMAND_ONLY = ("ckpt_path", "hydra.")

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.errors import CommandError, ConfigError, first_line
-from rnnlab.runs.record import reserve_dir
+from rnnlab.runs.store import reserve_dir
 
 RUN_CONFIG = "config.yaml"  # the resolved config, saved in every run directory
 VOCABULARY = "vocab.json"  # a text run's vocabulary, beside its config and checkpoints

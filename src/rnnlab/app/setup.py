@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,12 +20,12 @@ from rnnlab.app.rundirs import _beside_run, _hydra_subdir, _new_sweep_dir, _run_
 from rnnlab.errors import (
     EXIT_CODES,
     CommandError,
-    Terminated,
     first_line,
     interrupting_signal,
     not_allowed,
     raised_from,
 )
+from rnnlab.runs.signals import interrupt_on_sigterm
 
 
 def prepare_entry_point() -> None:
@@ -131,24 +130,17 @@ def _compare_hidden_size(*, _root_: DictConfig) -> int:
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a bad config ends the command with one line naming it, exit code 1;
     SIGINT and SIGTERM, wherever they land, with one line and exit code 130 or 143 (docs/usage.md)."""
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        hold_for_test("start")
-        _run_reporting_errors(main)
-    except BaseException as error:
-        name = interrupting_signal(error)
-        if name is None or (isinstance(error, SystemExit) and error.code in EXIT_CODES.values()):
-            raise  # not an interruption, or one already reported (a sweep, a study)
-        release_reserved()  # interrupted before the command got under way: nothing of it stays
-        print(f"error: interrupted by {name}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_CODES[name]) from None
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    """SIGTERM raises ``Terminated`` where Ctrl-C would raise KeyboardInterrupt; not while a handler that
-    calls this one along (Lightning's, in fit) is installed over it: that one stops the run its own way."""
-    if signal.getsignal(signal.SIGTERM) is _terminate:
-        raise Terminated(f"signal {signum} (SIGTERM)")
+    with interrupt_on_sigterm():  # SIGTERM raises Terminated where Ctrl-C raises KeyboardInterrupt
+        try:
+            hold_for_test("start")
+            _run_reporting_errors(main)
+        except BaseException as error:
+            name = interrupting_signal(error)
+            if name is None or (isinstance(error, SystemExit) and error.code in EXIT_CODES.values()):
+                raise  # not an interruption, or one already reported (a sweep, a study)
+            release_reserved()  # interrupted before the command got under way: nothing of it stays
+            print(f"error: interrupted by {name}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_CODES[name]) from None
 
 
 def hold_for_test(point: str) -> None:

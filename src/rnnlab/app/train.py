@@ -2,43 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from rnnlab import budget
 from rnnlab.app.build import build, set_threads
+from rnnlab.app.checkpoints import CheckpointsWritten, best_checkpoint_callback, checkpoint_paths
 from rnnlab.app.launch import check_launch
-from rnnlab.app.records import (
-    SESSION_STATUS,
-    CheckpointsWritten,
-    RecordProgress,
-    fate,
-    run_settings,
-    session_end_summary,
-    session_start_summaries,
-    start_record,
-    tensorboard_dirs,
-    write_summaries,
-)
-from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
+from rnnlab.app.session import run_session
 from rnnlab.app.validate import validate
-from rnnlab.console import say
-from rnnlab.errors import ConfigError, Terminated, disk_full, first_line, metric_not_logged, not_allowed
+from rnnlab.errors import ConfigError, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
-from rnnlab.sweep.trial import is_trial, trial_callbacks
-
-
-def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    """The callback keeping the best checkpoint (the one with a monitored metric; last.ckpt's has none)."""
-    return next((cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor), None)
+from rnnlab.sweep.trial import trial_callbacks
 
 
 def train_command(cfg: DictConfig) -> float | tuple[float, ...]:
@@ -57,7 +35,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``).
 
     Returns every final metric (val/*, test/*) as floats. The run's record (``run.json``) is written when
-    it starts and completed with its fate when it ends, also in TensorBoard's HPARAMS session status.
+    it starts and completed with its fate when it ends, also in TensorBoard's HPARAMS session status
+    (``rnnlab.app.session``).
 
     Under DDP every rank runs this: only rank 0 writes the run directory's files (config, vocabulary, logs,
     checkpoints, record), the ranks Lightning launches reuse rank 0's run directory, and every rank returns
@@ -68,68 +47,20 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     set_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
-    resuming = bool(cfg.get("ckpt_path"))
-    record = start_record(cfg, run_dir, "train") if rank_zero_only.rank == 0 else None
-    # A sweep trial's own lines go to its train.log: the sweep's console is its [sweep] lines.
-    tell = logging.getLogger("rnnlab").info if is_trial(cfg) else say
-    progress = RecordProgress(record) if record else None
-    trainer = None
-    try:
+    with run_session(cfg, run_dir, "train") as session:
         # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
-        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *([progress] if progress else []), CheckpointsWritten()]
+        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *session.callbacks, CheckpointsWritten()]
         datamodule, model, trainer = build(cfg, callbacks)
         check_launch(trainer)
         check_optimized_metric(cfg, model)
-        forget_reserved()  # the run is under way: its directory stays, whatever happens now
-        if record is not None:
-            tell(start_line(cfg, model, run_dir, resuming))
-            record.update(devices=[str(trainer.strategy.root_device)] * trainer.num_devices)
-            if not resuming:  # a resumed run keeps the config and vocabulary it was made with
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-                vocabulary = getattr(datamodule, "vocabulary", None)
-                if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
-                    vocabulary.save(run_dir / VOCABULARY)
-                for log_dir in tensorboard_dirs(trainer):
-                    write_summaries(log_dir, session_start_summaries(run_settings(cfg)))
-        earlier = dict(record.data["metrics"]) if record is not None and resuming else {}
-        # A resume that had no epoch left to train (a run killed while testing) validates nothing: the
-        # validation metrics are those the record kept from its last epoch.
-        metrics = {k: v for k, v in earlier.items() if k.startswith("val/") and v is not None}
+        session.under_way(trainer, start_line(cfg, model, run_dir, session.resuming))
+        session.save_run_files(datamodule)
+        metrics = session.kept_validation_metrics()
         tested, checkpoints = fit_and_test(cfg, datamodule, model, trainer)
         metrics.update(tested)
         metrics["model/num_parameters"] = float(model.num_parameters)  # an objective of size-vs-accuracy sweeps
-    except BaseException as error:
-        if record is not None:
-            status, line = fate((progress.exception if progress else None) or error)
-            try:
-                record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
-            except OSError as write_error:  # a full disk: what stopped the run is still the error to report
-                error.add_note(f"its record {record.path} could not be written ({first_line(write_error)})")
-            if trainer is not None and not disk_full(error):  # no room for TensorBoard's: the record has it
-                with contextlib.suppress(OSError):
-                    for log_dir in tensorboard_dirs(trainer):
-                        write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
-            last = run_dir / "checkpoints" / "last.ckpt"
-            if status == "interrupted" and last.is_file():  # sweep trials keep no last.ckpt: the sweep reruns them
-                say(
-                    f"interrupted after {record.data['epoch'] or 0} epochs; continue with: "
-                    f"python src/train.py ckpt_path={last}"
-                )
-        if isinstance(error, SystemExit) and not error.code:  # Lightning's SIGTERMException exits with 0
-            raise Terminated("SIGTERM in fit") from None  # exit code 143 with its line (rnnlab.app.setup)
-        raise
-    if record is not None:
-        record.finish("completed", metrics=metrics, checkpoints=checkpoints, epoch=trainer.current_epoch)
-        for log_dir in tensorboard_dirs(trainer):
-            write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
-            drop_empty_hparams_file(log_dir)
-        tell(summary_line(cfg, model, metrics, run_dir))
-    # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
-    # abort the finished process ("terminate called without an active exception", exit code -6).
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        trainer.strategy.barrier("rnnlab-teardown")
-        torch.distributed.destroy_process_group()
+        summary = summary_line(cfg, model, metrics, run_dir)
+        session.done(metrics, summary, checkpoints=checkpoints, epoch=trainer.current_epoch)
     return metrics
 
 
@@ -158,7 +89,7 @@ def fit_and_test(
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     checkpoints = checkpoint_paths(trainer)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    checkpoint = _checkpoint_callback(trainer)
+    checkpoint = best_checkpoint_callback(trainer)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     if cfg.get("test", True):
         # ckpt_path None: the model as fit left it (its final weights)
@@ -169,26 +100,6 @@ def fit_and_test(
     for logger in trainer.loggers:
         logger.finalize("success")
     return trainer.strategy.broadcast(metrics, src=0), checkpoints  # one answer, whichever rank is asked
-
-
-def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
-    """The run's best and last checkpoints (None where the run keeps none)."""
-    paths: dict[str, str | None] = {"best": None, "last": None}
-    for callback in trainer.checkpoint_callbacks:
-        if not callback.best_model_path:
-            continue
-        # conf/callbacks/model_checkpoint.yaml: one callback keeps the best epoch (by the monitored metric),
-        # one with no metric keeps the latest (last.ckpt)
-        paths["best" if callback.monitor else "last"] = callback.best_model_path
-    return paths
-
-
-def drop_empty_hparams_file(log_dir: str) -> None:
-    """Lightning's TensorBoard logger leaves an empty ``hparams.yaml`` (rnnlab's hyperparameters are in the
-    record and the HPARAMS summary); remove it rather than leave a file that says nothing."""
-    path = Path(log_dir) / "hparams.yaml"
-    if path.is_file() and path.read_text().strip() in ("", "{}"):
-        path.unlink()
 
 
 def start_line(cfg: DictConfig, model: RecurrentModel, run_dir: Path, resuming: bool) -> str:

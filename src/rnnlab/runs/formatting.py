@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rnnlab.runs.query import as_text
-from rnnlab.runs.record import parse_time
+from rnnlab.runs.store import parse_time
 
 STATUS_STYLES = {
     "running": "cyan",

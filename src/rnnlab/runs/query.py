@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rnnlab.runs.record import RECORD_FILE, STATUSES, find_records, read_record
+from rnnlab.runs.store import RECORD_FILE, STATUSES, find_records, read_record
 
 # Record fields usable in --where and --sort besides params, metrics and dotted paths (git.dirty, parent.trial).
 RECORD_KEYS = tuple("id name kind task status error epoch started ended duration_s host pid note debug dir".split())

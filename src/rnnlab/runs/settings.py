@@ -1,5 +1,5 @@
 """The settings of a run worth showing: the one curated view that ``rnnlab runs`` (list, diff) and
-TensorBoard's HPARAMS table (``rnnlab.app.records``) both show.
+TensorBoard's HPARAMS table (``rnnlab.app.session``) both show.
 
 A run's record keeps every resolved config value (``params``); a reader compares runs by what a user set:
 no ``_target_``/``_partial_`` keys, no paths (the run's own directory, ``paths.*``, ``data.data_dir``), no
@@ -43,7 +43,7 @@ _NODE_REFERENCE = re.compile(r"\$\{[^:{}]+\}")
 def derived_keys(unresolved: Mapping[str, Any]) -> list[str]:
     """The flat keys whose value in an unresolved config (``OmegaConf.to_container(cfg, resolve=False)``)
     refers to another key: copies of a setting shown elsewhere (or of a path)."""
-    from rnnlab.runs.record import flatten_params
+    from rnnlab.runs.store import flatten_params
 
     return [
         key

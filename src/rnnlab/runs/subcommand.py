@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rnnlab.runs.query import QueryError, check_keys, default_roots, parse_statuses, parse_where
-from rnnlab.runs.record import STATUSES
+from rnnlab.runs.store import STATUSES
 
 
 class UsageError(Exception):

@@ -19,7 +19,7 @@ from rnnlab.report.read import read_run
 from rnnlab.report.render import format_number, log_to_tensorboard, relative_path
 from rnnlab.report.stats import Group, mean_std
 from rnnlab.report.units import MetricFormat
-from rnnlab.runs.record import read_record
+from rnnlab.runs.store import read_record
 from rnnlab.study.plan import Plan
 from rnnlab.study.run import Confirm, Tuned
 from rnnlab.study.stats import LEVEL, Difference, Summary, summarize, t_factor, verdict, welch

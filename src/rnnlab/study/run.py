@@ -27,8 +27,9 @@ from typing import Any
 import yaml
 
 from rnnlab import console
-from rnnlab.errors import EXIT_CODES, CommandError, ConfigError, Terminated, interrupting_signal
-from rnnlab.runs.record import read_record
+from rnnlab.errors import EXIT_CODES, CommandError, ConfigError, interrupting_signal
+from rnnlab.runs.signals import interrupt_on_sigterm
+from rnnlab.runs.store import read_record
 from rnnlab.study.plan import Plan
 from rnnlab.sweep.results import param_text
 
@@ -337,33 +338,22 @@ def run_study(cfg, plan: Plan) -> tuple[dict[str, Tuned], list[Confirm]]:
         f"epochs, then {plan.seeds} seeds × {plan.epochs} epochs; {plan.dir}"
     )
     children = Children()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    try:
-        if plan.match == "params":
-            plan.hidden_caps = matched_caps(plan, cfg)
-            say(
-                "hidden sizes under one parameter ceiling: "
-                + ", ".join(f"{c} ≤ {h}" for c, h in plan.hidden_caps.items())
-            )
-        plan.save_settings()
-        tuned = {cell: tune(plan, cell, children) for cell in plan.cells}
-        jobs = confirm(plan, tuned, children)
-    except KeyboardInterrupt as error:
-        children.stop()
-        raise StudyInterrupted(interrupting_signal(error)) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with interrupt_on_sigterm():  # SIGTERM stops the children as Ctrl-C does
+        try:
+            if plan.match == "params":
+                plan.hidden_caps = matched_caps(plan, cfg)
+                say(
+                    "hidden sizes under one parameter ceiling: "
+                    + ", ".join(f"{c} ≤ {h}" for c, h in plan.hidden_caps.items())
+                )
+            plan.save_settings()
+            tuned = {cell: tune(plan, cell, children) for cell in plan.cells}
+            jobs = confirm(plan, tuned, children)
+        except KeyboardInterrupt as error:
+            children.stop()
+            raise StudyInterrupted(interrupting_signal(error)) from None
     say(f"tuned and confirmed in {time.monotonic() - started:.0f} s")
     return tuned, jobs
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise Terminated(f"signal {signum}")
 
 
 def interrupted_message(plan_dir: Path) -> str:

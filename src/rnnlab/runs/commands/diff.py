@@ -7,8 +7,8 @@ from typing import Any
 
 from rnnlab.runs.formatting import console, local_time, metric_text, run_duration, value_text
 from rnnlab.runs.query import metric_names, resolve_run, short_id
-from rnnlab.runs.record import find_records
 from rnnlab.runs.settings import record_settings
+from rnnlab.runs.store import find_records
 from rnnlab.runs.subcommand import Subcommand, add_roots, roots_of
 
 

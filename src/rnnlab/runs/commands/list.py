@@ -10,7 +10,7 @@ from typing import Any
 from rnnlab.runs.columns import FIELDS, Column, all_columns, default_keys, fit, parent_of
 from rnnlab.runs.formatting import STATUS_STYLES, console, on_terminal, value_text
 from rnnlab.runs.query import as_text, metric_names, sort_records
-from rnnlab.runs.record import find_records
+from rnnlab.runs.store import find_records
 from rnnlab.runs.subcommand import Subcommand, UsageError, add_roots, add_selection, roots_of, select
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rnnlab.runs.query import resolve_run, short_id
-from rnnlab.runs.record import edit_record
+from rnnlab.runs.store import edit_record
 from rnnlab.runs.subcommand import Subcommand, add_roots, editable, roots_of
 
 

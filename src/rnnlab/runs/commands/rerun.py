@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rnnlab.runs.environment import git_state
 from rnnlab.runs.query import QueryError, default_roots, resolve_run, short_id
-from rnnlab.runs.record import PATCH_FILE, git_state
+from rnnlab.runs.store import PATCH_FILE
 from rnnlab.runs.subcommand import Subcommand, add_roots, roots_of
 
 

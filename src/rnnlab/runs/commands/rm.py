@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rnnlab.runs.query import describe, resolve_run, short_id
-from rnnlab.runs.record import find_records
+from rnnlab.runs.store import find_records
 from rnnlab.runs.subcommand import Subcommand, UsageError, add_roots, add_selection, roots_of, select
 
 

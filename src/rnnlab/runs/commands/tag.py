@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from rnnlab.runs.query import resolve_run, short_id
-from rnnlab.runs.record import edit_record
+from rnnlab.runs.store import edit_record
 from rnnlab.runs.subcommand import Subcommand, UsageError, add_roots, editable, roots_of
 
 
