@@ -3,6 +3,9 @@ plugin's example app and options, lightning-hydra-template's hparams_search file
 
 from __future__ import annotations
 
+import runpy
+import sys
+import types
 from pathlib import Path
 
 import optuna
@@ -11,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from fixtures.sweep_runs import SPHERE, TEMPLATE, assert_one_error_line, run_app, snapshot
-from helpers import compose_config, read_scalars, run_cli
+from helpers import compose_config, read_scalars, recipe_code, run_cli
 
 TINY = [
     "-m",
@@ -121,6 +124,64 @@ def test_optuna_samplers_as_config_groups(tmp_path, sampler):
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="sphere", storage=f"sqlite:///{tmp_path}/multirun/optuna.db")
     assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.fixture
+def toy_sampler(monkeypatch):
+    """The docs/development.md "Adding a sampler" class, registered as ``toy`` for this test only (its module is
+    ``toy_sampler``, so Hydra finds its ``_target_``)."""
+    from hydra.core.config_store import ConfigStore
+
+    from hydra_plugins.rnnlab_sweeper.samplers import SAMPLERS
+
+    monkeypatch.setattr(SAMPLERS, "_items", dict(SAMPLERS._items))
+    module = types.ModuleType("toy_sampler")
+    monkeypatch.setitem(sys.modules, "toy_sampler", module)
+    exec(recipe_code("Adding a sampler").replace("<name>", "toy"), module.__dict__)
+    yield "toy"
+    ConfigStore.instance().repo["hydra"]["sweeper"]["sampler"].pop("toy.yaml")
+
+
+def sweep_in_process(monkeypatch, script: Path, *args: str) -> None:
+    """``python <script> -m <args>`` in this process (real Hydra, the basic launcher runs trials in-process)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", [str(script), "-m", *args])
+    GlobalHydra.instance().clear()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_a_sampler_added_as_the_recipe_says_runs_a_sweep(tmp_path, monkeypatch, toy_sampler):
+    from hydra_plugins.rnnlab_sweeper.samplers import build_sampler
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = [f"hydra/sweeper/sampler={toy_sampler}", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage='{storage}'"]
+    sweep_in_process(monkeypatch, SPHERE, *args, f"hydra.sweep.dir={tmp_path}/sweep")
+    trials = trials_of(storage, "sphere")
+    assert [(t.state, t.params, t.value) for t in trials] == [(TrialState.COMPLETE, {"x": -5.5, "y": -5}, 55.25)] * 2
+    with pytest.raises(ValueError, match=r"allowed: an Optuna sampler \(hydra/sweeper/sampler=tpe, .*, toy\)"):
+        build_sampler({"_target_": "nowhere.NoSampler"}, {})  # the allowed list is the registry's
+
+
+def test_trial_overrides_tell_a_plain_app_its_trial(tmp_path, monkeypatch):
+    """The sweeper knows no app's keys: what a trial is told comes from ``hydra.sweeper.trial_overrides``."""
+    templates = "['z={number}','w={number}','++note=trial {number} of {sweep_folder}','++first={first_metric}']"
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = [
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage='{storage}'",
+        f"hydra.sweeper.trial_overrides={templates}",
+    ]
+    sweep_in_process(monkeypatch, SPHERE, *args, f"hydra.sweep.dir={tmp_path}/sweep")
+    for trial in trials_of(storage, "sphere"):
+        overrides = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "overrides.yaml").read_text())
+        n = trial.number
+        # w: not a key of the app's config; {first_metric}: one objective, no value
+        assert overrides[-2:] == [f"z={n}", f"++note=trial {n} of sweep"]
+        assert yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "config.yaml").read_text())["z"] == n
 
 
 @pytest.mark.parametrize("plus", ["", "+"])
