@@ -211,6 +211,8 @@ def test_accuracy_against_size_keeps_a_pareto_front(tmp_path, data_dir):
     assert stored.metric_names == ["val/acc_best", "model/num_parameters"]  # optuna-dashboard's axis names
     sizes = {t.params["model.hidden_size"]: t.values[1] for t in trials}
     assert sizes[4] < sizes[8]  # the parameter count, as the training app returned it
+    trial_cfg = yaml.safe_load((Path(trials[0].user_attrs["run_dir"]) / "config.yaml").read_text())
+    assert trial_cfg["callbacks"]["model_checkpoint"]["monitor"] == "val/acc_best"  # the first objective's
     sweep_dir = tmp_path / "multirun" / "mnist1d" / "mnist1d-lstm"
     best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
     assert best["metrics"] == ["val/acc_best", "model/num_parameters"] and best["directions"] == [
