@@ -67,8 +67,8 @@ class RnnlabOptunaSweeper(Sweeper):
         trials_per_gpu: int = 1,
         n_jobs: int | None = None,
         custom_search_space: str | None = None,
-        trial_overrides: Any = None,
-        if_null: Any = None,
+        trial_overrides: list[str] | None = None,
+        if_null: dict[str, list[str]] | None = None,
     ) -> None:
         # Checked in setup() (``check``), where a bad value can end the command with one line for any app.
         self.storage_url, self.study_name, self.direction = storage, study_name, direction
