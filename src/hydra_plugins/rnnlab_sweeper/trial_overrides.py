@@ -62,7 +62,8 @@ class TrialOverrides:
             try:
                 (override,) = parser.parse_overrides([_fill(template, PLACEHOLDERS) or ""])
             except Exception as error:
-                _refuse(where, template, f"a Hydra override ({str(error).strip().splitlines()[0]})")
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                _refuse(where, template, f"a Hydra override ({reason})")
             if override.is_sweep_override():
                 _refuse(where, template, "one value per trial, not a sweep")
 
