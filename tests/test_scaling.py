@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from helpers import CONF, TINY, read_image_tags, read_scalars, run_cli
+from hydra_plugins.rnnlab_sweeper import placement
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import RnnlabOptunaSweeper
 from rnnlab.app.build import build, load_run
 from rnnlab.app.launch import check_launch, relaunches_command
@@ -349,6 +350,13 @@ def test_visible_gpu_names_follow_cuda_visible_devices():
     assert visible_gpu_names({}, 3) == ["0", "1", "2"]
 
 
+LAUNCHERS = {  # Hydra _target_ of each launcher
+    "BasicLauncher": "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+    "JoblibLauncher": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "SlurmLauncher": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+}
+
+
 def planned(
     monkeypatch,
     n_gpus: int,
@@ -363,13 +371,14 @@ def planned(
         "sqlite://", "s", "max", 1, 1.0, 10, 30, 5, None, None, {}, trials_per_gpu=trials_per_gpu
     )
     sweeper.check()
-    sweeper.config = OmegaConf.create(
+    config = OmegaConf.create(
         {
             "trainer": {"accelerator": accelerator},
-            "hydra": {"launcher": {"_target_": f"some.module.{launcher}", "n_jobs": n_jobs}},
+            "hydra": {"launcher": {"_target_": LAUNCHERS[launcher], "n_jobs": n_jobs}},
         }
     )
-    return sweeper._gpu_plan(sweeper._parallel_jobs())
+    where = placement.plan(config, sweeper.n_jobs, sweeper.trials_per_gpu)
+    return where.parallel, where.overrides, where.gpus
 
 
 def test_the_sweeper_gives_each_parallel_trial_a_gpu(monkeypatch, capsys):

@@ -11,7 +11,6 @@ import time
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 from fixtures.sweep_runs import SPHERE, TEMPLATE_CONFIGS, assert_one_error_line, run_app, snapshot
 from helpers import run_cli
@@ -82,6 +81,7 @@ def test_storage_urls_that_cannot_work_are_refused_at_once(tmp_path, url, fragme
         ("x=tag(log,interval(0,0.1))", "a log scale needs a > 0, not 0"),
         ("hydra.sweeper.params={x:'choice('}", "'x=choice(' is not allowed: no viable alternative"),
         ("hydra/sweeper/sampler=cmaes", "hydra.sweeper.sampler 'optuna.samplers.CmaEsSampler' cannot be built"),
+        ("hydra.sweeper.trial_overrides=['z={nmber}']", "trial_overrides[0]='z={nmber}' is not allowed; allowed: pl"),
     ],
 )
 def test_search_space_and_sampler_mistakes_are_one_line_before_any_trial(finished_sphere, override, fragment):
@@ -112,14 +112,32 @@ def test_search_space_variants_are_refused_in_one_line(line, fragment):
 
 
 def test_a_grid_over_an_interval_and_a_missing_custom_space_are_refused():
-    from hydra_plugins.rnnlab_sweeper.optuna_sweeper import RnnlabOptunaSweeper
+    from hydra_plugins.rnnlab_sweeper.samplers import build_sampler
 
-    sweeper = RnnlabOptunaSweeper(sampler=OmegaConf.create({"_target_": "optuna.samplers.GridSampler"}))
     distributions, _ = search_space.split_search_space(OverridesParser.create(), {}, ["x=interval(0,1)"])
     with pytest.raises(ValueError, match="grid cannot search x: a grid needs choice"):
-        sweeper._sampler(distributions)
+        build_sampler({"_target_": "optuna.samplers.GridSampler"}, distributions)
     with pytest.raises(search_space.SearchSpaceError, match="custom_search_space='nowhere.configure'"):
         search_space.custom_search_space("nowhere.configure")
+
+
+@pytest.mark.parametrize(
+    "templates, if_null, fragment",
+    [
+        (["x={nmber}"], {}, "trial_overrides[0]='x={nmber}' is not allowed; allowed: placeholders: {number}, {st"),
+        (["x=1", "x=choice(1,{number})"], {}, "trial_overrides[1]='x=choice(1,{number})' is not allowed; allowed: one"),
+        (["x=("], {}, "trial_overrides[0]='x=(' is not allowed; allowed: a Hydra override (Error parsing"),
+        ([], {"threads": ["threads=", 3]}, "if_null.threads[1]=3 is not allowed; allowed: an override template"),
+        ([], {"threads": "threads=1"}, "if_null={'threads': 'threads=1'} is not allowed; allowed: a mapping of keys"),
+        ("x=1", {}, "hydra.sweeper.trial_overrides='x=1' is not allowed; allowed: a list of override templates"),
+    ],
+)
+def test_trial_override_templates_are_checked_in_one_line(templates, if_null, fragment):
+    from hydra_plugins.rnnlab_sweeper.trial_overrides import TrialOverrides
+
+    with pytest.raises(ValueError) as refused:
+        TrialOverrides(templates, if_null).check()
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_a_misspelt_swept_key_stops_before_any_trial(tmp_path):

@@ -161,20 +161,20 @@ def test_core_sharing_counts_only_live_trials_of_this_host():
 
 
 def test_trials_of_other_hosts_keep_the_heartbeat_rule(tmp_path):
-    from hydra_plugins.rnnlab_sweeper import trials
+    from hydra_plugins.rnnlab_sweeper import trial_states
     from rnnlab.sweep.storage import open_storage
 
-    storage = open_storage(f"sqlite:///{Path(tmp_path)}/optuna.db", 1, 2, stale_trial_callback=trials.retry_stale)
+    storage = open_storage(f"sqlite:///{Path(tmp_path)}/optuna.db", 1, 2, stale_trial_callback=trial_states.retry_stale)
     study = optuna.create_study(storage=storage, study_name="s")
     stale, fresh = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), study.ask()
     for trial in (stale, fresh):
         trial.set_user_attr("worker", "elsewhere:1")
     for number in (stale.number, fresh.number):
-        storage.record_heartbeat(trials.trial_id(storage, study, number))
-    assert trials.fail_dead_trials(study, storage) == []  # alive by their heartbeats
+        storage.record_heartbeat(trial_states.trial_id(storage, study, number))
+    assert trial_states.fail_dead_trials(study, storage) == []  # alive by their heartbeats
     time.sleep(3.2)  # SQLite's clock has whole seconds
-    storage.record_heartbeat(trials.trial_id(storage, study, fresh.number))
-    trials.fail_dead_trials(study, storage)
+    storage.record_heartbeat(trial_states.trial_id(storage, study, fresh.number))
+    trial_states.fail_dead_trials(study, storage)
     states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert study.trials[2].user_attrs["retry_of"] == stale.number

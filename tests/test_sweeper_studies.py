@@ -3,6 +3,9 @@ plugin's example app and options, lightning-hydra-template's hparams_search file
 
 from __future__ import annotations
 
+import runpy
+import sys
+import types
 from pathlib import Path
 
 import optuna
@@ -11,7 +14,7 @@ import yaml
 from optuna.trial import TrialState
 
 from fixtures.sweep_runs import SPHERE, TEMPLATE, assert_one_error_line, run_app, snapshot
-from helpers import compose_config, read_scalars, run_cli
+from helpers import compose_config, read_scalars, recipe_code, run_cli
 
 TINY = [
     "-m",
@@ -123,6 +126,64 @@ def test_optuna_samplers_as_config_groups(tmp_path, sampler):
     assert len(study.trials) == 2 and all(t.state == TrialState.COMPLETE for t in study.trials)
 
 
+@pytest.fixture
+def toy_sampler(monkeypatch):
+    """The docs/development.md "Adding a sampler" class, registered as ``toy`` for this test only (its module is
+    ``toy_sampler``, so Hydra finds its ``_target_``)."""
+    from hydra.core.config_store import ConfigStore
+
+    from hydra_plugins.rnnlab_sweeper.samplers import SAMPLERS
+
+    monkeypatch.setattr(SAMPLERS, "_items", dict(SAMPLERS._items))
+    module = types.ModuleType("toy_sampler")
+    monkeypatch.setitem(sys.modules, "toy_sampler", module)
+    exec(recipe_code("Adding a sampler").replace("<name>", "toy"), module.__dict__)
+    yield "toy"
+    ConfigStore.instance().repo["hydra"]["sweeper"]["sampler"].pop("toy.yaml")
+
+
+def sweep_in_process(monkeypatch, script: Path, *args: str) -> None:
+    """``python <script> -m <args>`` in this process (real Hydra, the basic launcher runs trials in-process)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.setattr(sys, "argv", [str(script), "-m", *args])
+    GlobalHydra.instance().clear()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_a_sampler_added_as_the_recipe_says_runs_a_sweep(tmp_path, monkeypatch, toy_sampler):
+    from hydra_plugins.rnnlab_sweeper.samplers import build_sampler
+
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = [f"hydra/sweeper/sampler={toy_sampler}", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage='{storage}'"]
+    sweep_in_process(monkeypatch, SPHERE, *args, f"hydra.sweep.dir={tmp_path}/sweep")
+    trials = trials_of(storage, "sphere")
+    assert [(t.state, t.params, t.value) for t in trials] == [(TrialState.COMPLETE, {"x": -5.5, "y": -5}, 55.25)] * 2
+    with pytest.raises(ValueError, match=r"allowed: an Optuna sampler \(hydra/sweeper/sampler=tpe, .*, toy\)"):
+        build_sampler({"_target_": "nowhere.NoSampler"}, {})  # the allowed list is the registry's
+
+
+def test_trial_overrides_tell_a_plain_app_its_trial(tmp_path, monkeypatch):
+    """The sweeper knows no app's keys: what a trial is told comes from ``hydra.sweeper.trial_overrides``."""
+    templates = "['z={number}','w={number}','++note=trial {number} of {sweep_folder}','++first={first_metric}']"
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = [
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage='{storage}'",
+        f"hydra.sweeper.trial_overrides={templates}",
+    ]
+    sweep_in_process(monkeypatch, SPHERE, *args, f"hydra.sweep.dir={tmp_path}/sweep")
+    for trial in trials_of(storage, "sphere"):
+        overrides = yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "overrides.yaml").read_text())
+        n = trial.number
+        # w: not a key of the app's config; {first_metric}: one objective, no value
+        assert overrides[-2:] == [f"z={n}", f"++note=trial {n} of sweep"]
+        assert yaml.safe_load((Path(trial.user_attrs["run_dir"]) / ".hydra" / "config.yaml").read_text())["z"] == n
+
+
 @pytest.mark.parametrize("plus", ["", "+"])
 def test_a_custom_search_space_as_published(tmp_path, plus):
     result = run_app(SPHERE, "-m", f"{plus}hydra.sweeper.custom_search_space=space.configure",
@@ -150,6 +211,8 @@ def test_accuracy_against_size_keeps_a_pareto_front(tmp_path, data_dir):
     assert stored.metric_names == ["val/acc_best", "model/num_parameters"]  # optuna-dashboard's axis names
     sizes = {t.params["model.hidden_size"]: t.values[1] for t in trials}
     assert sizes[4] < sizes[8]  # the parameter count, as the training app returned it
+    trial_cfg = yaml.safe_load((Path(trials[0].user_attrs["run_dir"]) / "config.yaml").read_text())
+    assert trial_cfg["callbacks"]["model_checkpoint"]["monitor"] == "val/acc_best"  # the first objective's
     sweep_dir = tmp_path / "multirun" / "mnist1d" / "mnist1d-lstm"
     best = yaml.safe_load((sweep_dir / "best.yaml").read_text())
     assert best["metrics"] == ["val/acc_best", "model/num_parameters"] and best["directions"] == [

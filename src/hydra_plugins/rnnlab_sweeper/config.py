@@ -3,13 +3,15 @@
 Registered in Hydra's ConfigStore when Hydra scans the ``hydra_plugins`` namespace, so
 ``hydra/sweeper=rnnlab_optuna``, ``hydra/sweeper/pruner=hyperband`` and ``hydra/sweeper/sampler=random`` work
 from any command line. Samplers and pruners are plain ``_target_`` nodes: any Optuna sampler or pruner
-can be given the same way.
+can be given the same way; the sampler group is ``samplers.SAMPLERS``.
 """
 
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+from hydra_plugins.rnnlab_sweeper import samplers  # noqa: F401 (registers the hydra/sweeper/sampler group)
 
 SWEEPER_NAME = "rnnlab_optuna"
 
@@ -52,20 +54,13 @@ class RnnlabOptunaSweeperConf:
     enqueue: list[dict[str, Any]] = field(default_factory=list)
     # A function (cfg, trial) -> None adding parameters with trial.suggest_*() (as in hydra-optuna-sweeper).
     custom_search_space: str | None = None
+    # What the app's trials are told, as override templates filled in per trial (trial_overrides.py):
+    # {number}, {storage}, {study_name}, {pruner}, {sweep_folder}, {core_share}, {first_metric}. rnnlab's are in
+    # conf/hparams_search/optuna.yaml; a plain Hydra app needs none.
+    trial_overrides: list[str] = field(default_factory=list)
+    # key: templates added to every trial only where the app's config leaves that key null (not set by the user).
+    if_null: dict[str, list[str]] = field(default_factory=dict)
 
-
-SAMPLERS: dict[str, dict[str, Any]] = {
-    "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 5},
-    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
-    # Every combination of choice()/range() params once, in random order (small grids, designed tests).
-    "brute_force": {"_target_": "optuna.samplers.BruteForceSampler", "seed": None},
-    # The grid of the choice()/range() params (the sweeper hands it the search space).
-    "grid": {"_target_": "optuna.samplers.GridSampler", "seed": None},
-    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None},  # needs the cmaes package
-    "nsgaii": {"_target_": "optuna.samplers.NSGAIISampler", "seed": None, "population_size": 50},
-    "gp": {"_target_": "optuna.samplers.GPSampler", "seed": None},  # imports torch in the sweep's process
-    "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": None, "qmc_type": "sobol"},
-}
 
 # Steps are validation epochs (the job reports the optimised metric once per validation epoch).
 PRUNERS: dict[str, dict[str, Any]] = {
@@ -81,7 +76,5 @@ PRUNERS: dict[str, dict[str, Any]] = {
 
 _store = ConfigStore.instance()
 _store.store(group="hydra/sweeper", name=SWEEPER_NAME, node=RnnlabOptunaSweeperConf, provider="rnnlab")
-for _name, _node in SAMPLERS.items():
-    _store.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="rnnlab")
 for _name, _node in PRUNERS.items():
     _store.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="rnnlab")

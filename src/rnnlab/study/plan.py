@@ -199,48 +199,19 @@ class Plan:
 def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
     """Check the ``study`` block and the command line (``hydra``: the HydraConfig); the plan, or a one-line
     ``ConfigError``."""
-    from rnnlab.cells import CELLS
-
     task_overrides, hydra_overrides = list(hydra.overrides.task), list(hydra.overrides.hydra)
     study_dir = str(hydra.run.dir)
     study = cfg.get("study")
     if not isinstance(study, DictConfig):
         raise ConfigError("the config has no study block; run src/study.py (conf/study.yaml)")
-    name = study.get("name")
-    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise ConfigError(f"study.name={name!r} is not allowed; must match {NAME_PATTERN} (letters, digits, _ . -)")
-    cells = study.get("cells")
-    if not OmegaConf.is_list(cells) or len(cells) == 0:
-        raise ConfigError(f"study.cells={_plain(cells)!r} is not allowed; give a list of cells: {', '.join(CELLS)}")
-    cells = list(cells)
-    for cell in cells:
-        check_one_of("study.cells", cell, CELLS)
-    if len(set(cells)) != len(cells):
-        raise ConfigError(f"study.cells={cells!r} is not allowed; each cell once")
-    for key, high in LIMITS.items():
-        check_number(f"study.{key}", study.get(key), integer=True, low=1, low_inclusive=True, high=high + 1)
-    match = study.get("match")
-    if match not in MATCHES:
-        raise ConfigError(not_allowed("study.match", match, MATCHES, sort=False))
-    max_params = study.get("max_params")
-    if max_params is not None:
-        check_number("study.max_params", max_params, integer=True, low=1, low_inclusive=True)
-
+    name, cells, match, max_params = _check_study_block(study)
     for override in [*task_overrides, *hydra_overrides]:
         key = override_key(override)
         if key in OWNED:
             raise ConfigError(f"{override} is not allowed here; the study sets {key} (use {OWNED[key]})")
-
     default_space = {str(k): str(v) for k, v in hydra.sweeper.params.items()}
     space = _check_space(cfg, study.get("params"))
-    if match == "params" and "model.hidden_size" not in {**default_space, **space}:
-        raise ConfigError("study.match=params needs model.hidden_size in the search space (study.params)")
-    if match == "params" and not is_search_space(f"model.hidden_size={space.get('model.hidden_size', '')}"):
-        if "model.hidden_size" in space:
-            raise ConfigError(
-                f"study.match=params needs model.hidden_size searched; study.params fixes it to "
-                f"{space['model.hidden_size']}"
-            )
+    _check_match_space(match, {**default_space, **space}, space)
     return Plan(
         dir=Path(study_dir),
         name=name,
@@ -261,6 +232,45 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
         sweep_hydra=[o for o in hydra_overrides if override_key(o).startswith(SWEEP_HYDRA_PREFIXES)],
         threads_given=any(override_key(o) == "threads" for o in task_overrides),
     )
+
+
+def _check_study_block(study: DictConfig) -> tuple[str, list[str], Any, Any]:
+    """(name, cells, match, max_params) of the ``study`` block, each checked, and its counts in their limits."""
+    from rnnlab.cells import CELLS
+
+    name = study.get("name")
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(f"study.name={name!r} is not allowed; must match {NAME_PATTERN} (letters, digits, _ . -)")
+    cells = study.get("cells")
+    if not OmegaConf.is_list(cells) or len(cells) == 0:
+        raise ConfigError(f"study.cells={_plain(cells)!r} is not allowed; give a list of cells: {', '.join(CELLS)}")
+    cells = list(cells)
+    for cell in cells:
+        check_one_of("study.cells", cell, CELLS)
+    if len(set(cells)) != len(cells):
+        raise ConfigError(f"study.cells={cells!r} is not allowed; each cell once")
+    for key, high in LIMITS.items():
+        check_number(f"study.{key}", study.get(key), integer=True, low=1, low_inclusive=True, high=high + 1)
+    match = study.get("match")
+    if match not in MATCHES:
+        raise ConfigError(not_allowed("study.match", match, MATCHES, sort=False))
+    max_params = study.get("max_params")
+    if max_params is not None:
+        check_number("study.max_params", max_params, integer=True, low=1, low_inclusive=True)
+    return name, cells, match, max_params
+
+
+def _check_match_space(match: Any, searched: dict[str, str], space: dict[str, str]) -> None:
+    """``study.match=params`` needs model.hidden_size searched (``searched``: the default space with
+    ``study.params`` over it)."""
+    if match == "params" and "model.hidden_size" not in searched:
+        raise ConfigError("study.match=params needs model.hidden_size in the search space (study.params)")
+    if match == "params" and not is_search_space(f"model.hidden_size={space.get('model.hidden_size', '')}"):
+        if "model.hidden_size" in space:
+            raise ConfigError(
+                f"study.match=params needs model.hidden_size searched; study.params fixes it to "
+                f"{space['model.hidden_size']}"
+            )
 
 
 def _resolvable(cfg: DictConfig, key: str) -> bool:

@@ -120,10 +120,23 @@ def _param_text(params: dict[str, Any]) -> str:
 
 
 def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> str:
-    metric = results[0].group.test_metric
-    fmt = MetricFormat(metric)
+    """report.md: the method and the cells' results, pairwise differences, importances, the confirm runs."""
+    fmt = MetricFormat(results[0].group.test_metric)
+    lines = _results_table(plan, results, fmt)
+    lines += ["", f"## Pairwise differences ({fmt.metric}, Welch's t-test)", ""]
     higher = plan.mode == "max"
-    level = f"{LEVEL:.0%}"
+    lines += [f"- {verdict(d, higher_is_better=higher, scale=fmt.scale, unit=fmt.unit)}" for d in diffs] or [
+        "- one cell: nothing to compare"
+    ]
+    lines += _importances_table(plan, results)
+    lines += ["", "![report](report.png)", ""]
+    lines += _confirm_runs_table(plan, results, fmt)
+    return "\n".join(lines) + "\n"
+
+
+def _results_table(plan: Plan, results: list[CellResult], fmt: MetricFormat) -> list[str]:
+    """The title, the method in one paragraph, and one row per cell (with the notes on its intervals)."""
+    metric, level = fmt.metric, f"{LEVEL:.0%}"
     lines = [
         f"# Study {plan.name}: {', '.join(plan.cells)} on {plan.task}",
         "",
@@ -147,13 +160,12 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
             f"{fmt.mean_std(s.mean, s.std, s.n)} | {ci} | {s.n} | {r.params_count} | "
             f"{format_number(r.seconds, '.1f')} |"
         )
-    lines += interval_notes(fmt, [r.summary for r in results])
-    lines += ["", f"## Pairwise differences ({metric}, Welch's t-test)", ""]
-    lines += [f"- {verdict(d, higher_is_better=higher, scale=fmt.scale, unit=fmt.unit)}" for d in diffs] or [
-        "- one cell: nothing to compare"
-    ]
+    return lines + interval_notes(fmt, [r.summary for r in results])
+
+
+def _importances_table(plan: Plan, results: list[CellResult]) -> list[str]:
     names = sorted({name for r in results for name in r.importances} | set(plan.search_space(plan.cells[0])))
-    lines += [
+    lines = [
         "",
         "## Parameter importances (Optuna's default evaluator, complete trials)",
         "",
@@ -163,13 +175,14 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
     for r in results:
         cells = [format_number(r.importances.get(n), ".2f") for n in names]
         lines.append(f"| {r.cell} | " + " | ".join(cells) + f" | {r.importance_note or ''} |")
-    lines += [
-        "",
-        "![report](report.png)",
-        "",
+    return lines
+
+
+def _confirm_runs_table(plan: Plan, results: list[CellResult], fmt: MetricFormat) -> list[str]:
+    lines = [
         "## Confirm runs",
         "",
-        f"| cell | seed | {metric} | {results[0].group.best_metric} | epochs | time (s) | status | run dir |",
+        f"| cell | seed | {fmt.metric} | {results[0].group.best_metric} | epochs | time (s) | status | run dir |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -180,7 +193,7 @@ def markdown(plan: Plan, results: list[CellResult], diffs: list[Difference]) -> 
                 f"{len(run.val_curve)} | {format_number(record.get('duration_s'), '.1f')} | {record.get('status')} | "
                 f"{relative_path(run.run_dir, plan.dir)} |"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def interval_notes(fmt: MetricFormat, summaries: list[Summary]) -> list[str]:
@@ -269,76 +282,92 @@ def readable_log_axis(axis) -> None:
 def figure(plan: Plan, results: list[CellResult]):
     """Per cell: optimisation history, the two main parameters coloured by value, importances; then the test
     metric with its CIs, the confirm runs' validation curves, and the gradient reaching each step."""
-    import numpy as np
     from matplotlib.figure import Figure
 
     rows = len(results) + 1
     fig = Figure(figsize=(15, 3.4 * rows), layout="constrained")
     axes = fig.subplots(rows, 3, squeeze=False)
     for row, r in enumerate(results):
-        color = f"C{row}"
         history, scatter, bars = axes[row]
-        complete = [t for t in r.trials if t.state.name == "COMPLETE"]
-        pruned = [t for t in r.trials if t.state.name == "PRUNED"]
-        if complete:
-            numbers_, values = [t.number for t in complete], [t.value for t in complete]
-            best = np.maximum.accumulate(values) if plan.mode == "max" else np.minimum.accumulate(values)
-            history.scatter(numbers_, values, color=color, s=16, label="complete")
-            history.step(numbers_, best, where="post", color="black", linewidth=1, label="best so far")
-        for t in pruned:
-            last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
-            if last is not None:
-                history.scatter([t.number], [last], color="grey", marker="x", s=16)
-        history.set_title(f"{r.cell}: optimisation history (x: pruned, last value)", fontsize=9)
-        history.set_xlabel("trial")
-        history.set_ylabel(plan.metric)
-        history.legend(fontsize=7, loc="best")
-
-        names = sorted({name for t in r.trials for name in t.params})
-        x, y = _xy_params(names)
-        if x is not None:
-            done = [t for t in complete if x in t.params and (y is None or y in t.params)]
-            xs = [t.params[x] for t in done]
-            ys = [t.params[y] if y else t.value for t in done]
-            points = scatter.scatter(xs, ys, c=[t.value for t in done], cmap="viridis", s=22)
-            others = [
-                t for t in r.trials if t.state.name != "COMPLETE" and x in t.params and (y is None or y in t.params)
-            ]
-            if others:
-                scatter.scatter(
-                    [t.params[x] for t in others],
-                    [t.params[y] if y else 0 for t in others],
-                    color="grey",
-                    marker="x",
-                    s=14,
-                    label="pruned/failed",
-                )
-                scatter.legend(fontsize=7, loc="best")
-            if done:
-                fig.colorbar(points, ax=scatter, label=plan.metric)
-            best = r.tuned.params
-            if x in best and (y is None or y in best):
-                scatter.scatter([best[x]], [best[y] if y else r.tuned.value], facecolor="none", edgecolor="red", s=90)
-            for name, axis in ((x, "x"), (y, "y")):
-                dist = next((t.distributions.get(name) for t in r.trials if name and name in t.distributions), None)
-                if getattr(dist, "log", False):
-                    readable_log_axis(scatter.xaxis if axis == "x" else scatter.yaxis)
-            scatter.set_xlabel(x)
-            scatter.set_ylabel(y or plan.metric)
-        scatter.set_title(f"{r.cell}: trials by parameters (red ring: best)", fontsize=9)
-
-        if r.importances:
-            keys = list(r.importances)
-            bars.barh(range(len(keys)), [r.importances[k] for k in keys], color=color)
-            bars.set_yticks(range(len(keys)), keys, fontsize=8)
-            bars.invert_yaxis()
-            bars.set_xlim(0, 1)
-        else:
-            bars.text(0.5, 0.5, r.importance_note or "no importances", ha="center", va="center", fontsize=8, wrap=True)
-            bars.set_axis_off()
-        bars.set_title(f"{r.cell}: parameter importances", fontsize=9)
-
+        _plot_history(history, plan, r, f"C{row}")
+        _plot_trials_by_params(fig, scatter, plan, r)
+        _plot_importances(bars, r, f"C{row}")
     tests, curves, grads = axes[-1]
+    _plot_confirm_runs(tests, curves, grads, results)
+    return fig
+
+
+def _plot_history(history, plan: Plan, r: CellResult, color: str) -> None:
+    """The sweep's values by trial, the best so far, and each pruned trial's last value."""
+    import numpy as np
+
+    complete = [t for t in r.trials if t.state.name == "COMPLETE"]
+    pruned = [t for t in r.trials if t.state.name == "PRUNED"]
+    if complete:
+        numbers_, values = [t.number for t in complete], [t.value for t in complete]
+        best = np.maximum.accumulate(values) if plan.mode == "max" else np.minimum.accumulate(values)
+        history.scatter(numbers_, values, color=color, s=16, label="complete")
+        history.step(numbers_, best, where="post", color="black", linewidth=1, label="best so far")
+    for t in pruned:
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        if last is not None:
+            history.scatter([t.number], [last], color="grey", marker="x", s=16)
+    history.set_title(f"{r.cell}: optimisation history (x: pruned, last value)", fontsize=9)
+    history.set_xlabel("trial")
+    history.set_ylabel(plan.metric)
+    history.legend(fontsize=7, loc="best")
+
+
+def _plot_trials_by_params(fig, scatter, plan: Plan, r: CellResult) -> None:
+    """The trials by their two main parameters (or one, against the value), coloured by value; the best ringed."""
+    names = sorted({name for t in r.trials for name in t.params})
+    x, y = _xy_params(names)
+    if x is not None:
+        complete = [t for t in r.trials if t.state.name == "COMPLETE"]
+        done = [t for t in complete if x in t.params and (y is None or y in t.params)]
+        xs = [t.params[x] for t in done]
+        ys = [t.params[y] if y else t.value for t in done]
+        points = scatter.scatter(xs, ys, c=[t.value for t in done], cmap="viridis", s=22)
+        others = [t for t in r.trials if t.state.name != "COMPLETE" and x in t.params and (y is None or y in t.params)]
+        if others:
+            scatter.scatter(
+                [t.params[x] for t in others],
+                [t.params[y] if y else 0 for t in others],
+                color="grey",
+                marker="x",
+                s=14,
+                label="pruned/failed",
+            )
+            scatter.legend(fontsize=7, loc="best")
+        if done:
+            fig.colorbar(points, ax=scatter, label=plan.metric)
+        best = r.tuned.params
+        if x in best and (y is None or y in best):
+            scatter.scatter([best[x]], [best[y] if y else r.tuned.value], facecolor="none", edgecolor="red", s=90)
+        for name, axis in ((x, "x"), (y, "y")):
+            dist = next((t.distributions.get(name) for t in r.trials if name and name in t.distributions), None)
+            if getattr(dist, "log", False):
+                readable_log_axis(scatter.xaxis if axis == "x" else scatter.yaxis)
+        scatter.set_xlabel(x)
+        scatter.set_ylabel(y or plan.metric)
+    scatter.set_title(f"{r.cell}: trials by parameters (red ring: best)", fontsize=9)
+
+
+def _plot_importances(bars, r: CellResult, color: str) -> None:
+    if r.importances:
+        keys = list(r.importances)
+        bars.barh(range(len(keys)), [r.importances[k] for k in keys], color=color)
+        bars.set_yticks(range(len(keys)), keys, fontsize=8)
+        bars.invert_yaxis()
+        bars.set_xlim(0, 1)
+    else:
+        bars.text(0.5, 0.5, r.importance_note or "no importances", ha="center", va="center", fontsize=8, wrap=True)
+        bars.set_axis_off()
+    bars.set_title(f"{r.cell}: parameter importances", fontsize=9)
+
+
+def _plot_confirm_runs(tests, curves, grads, results: list[CellResult]) -> None:
+    """The test metric with its CIs, the confirm runs' validation curves, the gradient reaching each step."""
     fmt = MetricFormat(results[0].group.test_metric)
     for i, r in enumerate(results):
         s = r.summary
@@ -369,7 +398,6 @@ def figure(plan: Plan, results: list[CellResult]):
     grads.set_xlabel("time step t")
     grads.set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")
     grads.set_title("loss gradient reaching each step (last epoch)", fontsize=9)
-    return fig
 
 
 def write_study_report(plan: Plan, tuned: dict[str, Tuned], jobs: list[Confirm], tensorboard: bool = True) -> Path:

@@ -1,4 +1,4 @@
-"""Trials in the stored study: heartbeats, trials lost to an interruption or a kill, telling a job's outcome.
+"""The state of each trial in the stored study: running (heartbeats), lost to an interruption or a kill, told.
 
 A trial is *lost* when its sweep stopped under it (SIGINT/SIGTERM, recorded by the sweep itself; SIGKILL, found
 by the next sweep on this host because the worker process is gone, or on another host because its heartbeat
