@@ -103,7 +103,8 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         if record is not None:
             status, line = fate((progress.exception if progress else None) or error)
             try:
-                record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
+                # epoch: the epochs done, as RecordProgress kept it; what the run reached and kept so far
+                record.finish(status, error=line, **reached_so_far(trainer))
             except OSError as write_error:  # a full disk: what stopped the run is still the error to report
                 error.add_note(f"its record {record.path} could not be written ({first_line(write_error)})")
             if trainer is not None and not disk_full(error):  # no room for TensorBoard's: the record has it
@@ -181,6 +182,15 @@ def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
         # one with no metric keeps the latest (last.ckpt)
         paths["best" if callback.monitor else "last"] = callback.best_model_path
     return paths
+
+
+def reached_so_far(trainer: pl.Trainer | None) -> dict[str, dict]:
+    """What an unfinished run has to show: the checkpoints on disk and its last validation metrics."""
+    if trainer is None:
+        return {}
+    kept = {k: v for k, v in checkpoint_paths(trainer).items() if v and Path(v).is_file()}
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return {"checkpoints": kept, "metrics": validated}
 
 
 def drop_empty_hparams_file(log_dir: str) -> None:

@@ -451,6 +451,7 @@ class RunRecord:
         self._data = data
         self._lock = threading.RLock()
         self._started = time.monotonic()
+        self._earlier_s = 0.0  # a resumed run's time in its earlier sessions
         self._finished = False
         self._stop = threading.Event()
         self._interval = heartbeat_interval
@@ -555,6 +556,7 @@ class RunRecord:
         with file_lock(run_dir):
             data = _load(run_dir)
         env = environment()
+        earlier = _time_so_far(data)
         started = now_iso()
         session = len(data.setdefault("resumes", [])) + 1
         git = _git_with_patch(Path(cwd or os.getcwd()).absolute(), run_dir, f"git.resume{session}.patch")
@@ -575,13 +577,14 @@ class RunRecord:
             status="running",
             error=None,
             ended=None,
-            duration_s=None,
+            duration_s=earlier,  # the earlier sessions' time; finish adds this one's
             heartbeat=started,
             heartbeat_interval=float(heartbeat_interval),
             pid=env["pid"],
             host=env["host"],
         )
         record = cls(run_dir, data, heartbeat_interval)
+        record._earlier_s = earlier
         record._write({"resumes", "status", "error", "ended", "duration_s", "heartbeat", "pid", "host"})
         record._start_heartbeat()
         return record
@@ -629,8 +632,9 @@ class RunRecord:
         error: str | None = None,
         epoch: int | None = None,
     ) -> None:
-        """End the record: status, ``ended``, this session's ``duration_s`` (also in the resume entry of a
-        resumed run); stops the heartbeat. Only the first call counts."""
+        """End the record: status, ``ended``, ``duration_s`` (the time it ran, over all its sessions: not
+        ``ended - started`` of a resumed run, which counts the time between them); stops the heartbeat.
+        Only the first call counts."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status {status!r} is not allowed; allowed: {', '.join(FINAL_STATUSES)}")
         with signals_deferred(), self._lock:
@@ -641,7 +645,10 @@ class RunRecord:
             ended = now_iso()
             error = " ".join(str(error).split())[:500] if error else None
             self._data.update(
-                status=status, error=error, ended=ended, duration_s=round(time.monotonic() - self._started, 3)
+                status=status,
+                error=error,
+                ended=ended,
+                duration_s=round(self._earlier_s + time.monotonic() - self._started, 3),
             )
             if epoch is not None:
                 self._data["epoch"] = int(epoch)
@@ -702,6 +709,19 @@ class RunRecord:
     def _start_heartbeat(self) -> None:
         self._thread = threading.Thread(target=self._beat, name=f"rnnlab-heartbeat-{self.id[:8]}", daemon=True)
         self._thread.start()
+
+
+def _time_so_far(data: Mapping[str, Any]) -> float:
+    """Seconds a run has run in its sessions so far: the finished ones' ``duration_s``, and a killed last
+    session's time from its start to its last heartbeat."""
+    total = float(data.get("duration_s") or 0.0)
+    if data.get("ended") is None:  # the last session never finished (killed): count it to its last heartbeat
+        resumes = data.get("resumes") or []
+        began = parse_time(resumes[-1].get("started") if resumes else data.get("started"))
+        beat = parse_time(data.get("heartbeat"))
+        if began and beat:
+            total += max(0.0, (beat - began).total_seconds())
+    return round(total, 3)
 
 
 def _interrupted(error: BaseException | None) -> bool:
