@@ -6,22 +6,18 @@ written), by Ctrl-C to its process group, as a terminal sends it."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli_env, read_scalars
+from helpers import FIXTURES, ROOT, cli_env, interrupt_at, read_scalars
 from rnnlab.runs.commands.show import record_lines
 from rnnlab.runs.record import parse_time, read_record
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = Path(__file__).parent / "fixtures"
 ARGS = [
     "model=gru",
     "model.hidden_size=8",
@@ -32,28 +28,6 @@ ARGS = [
     "threads=1",
     "+callbacks.pause._target_=pausing.PauseAt",
 ]
-
-
-def interrupt_at(args: list[str], root: Path, point: str) -> subprocess.CompletedProcess:
-    """Run ``src/train.py args`` until the pausing callback holds it at ``point``, then Ctrl-C it."""
-    marker = root / "paused"
-    env = {**cli_env(root), "PYTHONPATH": str(FIXTURES), "RNNLAB_TEST_PAUSE": str(marker)}
-    env["RNNLAB_TEST_PAUSE_AT"] = point
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-            time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGINT)
-        out, err = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    marker.unlink(missing_ok=True)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 @pytest.fixture(scope="module")

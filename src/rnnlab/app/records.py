@@ -213,7 +213,7 @@ def session_end_summary(status: str):
     return _plugin_summary(SESSION_END_INFO_TAG, session_end_info=SessionEndInfo(status=Status.Value(status)))
 
 
-def session_start_summaries(params: dict[str, Any]) -> list:
+def session_start_summaries(params: dict[str, Any], group_name: str = "") -> list:
     """The HPARAMS session-start summary of a run: its settings (``run_settings``) as the session's hparams.
 
     No experiment summary: TensorBoard takes one run's experiment, arbitrarily, when runs write their own,
@@ -221,9 +221,15 @@ def session_start_summaries(params: dict[str, Any]) -> list:
     ``data/augment/*``. Without one, TensorBoard builds the experiment from every session: the settings
     that differ among the runs shown come first, and the metric columns are the scalars the runs logged.
     """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard.summary import hparams
 
     _experiment, session_start, _success = hparams(params, {})
+    if group_name:  # the table's "Trial ID" (else the run's path)
+        plugin_data = session_start.value[0].metadata.plugin_data
+        data = HParamsPluginData.FromString(plugin_data.content)
+        data.session_start_info.group_name = group_name
+        plugin_data.content = data.SerializeToString()
     return [session_start]
 
 

@@ -15,18 +15,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from rnnlab import budget
 from rnnlab.app.build import build, set_threads
+from rnnlab.app.hparams import HParamsSession, group_name, main_metrics
 from rnnlab.app.launch import check_launch
 from rnnlab.app.records import (
-    SESSION_STATUS,
     CheckpointsWritten,
     RecordProgress,
     fate,
     run_settings,
-    session_end_summary,
-    session_start_summaries,
     start_record,
     tensorboard_dirs,
-    write_summaries,
 )
 from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
 from rnnlab.app.validate import validate
@@ -73,10 +70,12 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     # A sweep trial's own lines go to its train.log: the sweep's console is its [sweep] lines.
     tell = logging.getLogger("rnnlab").info if is_trial(cfg) else say
     progress = RecordProgress(record) if record else None
+    session = HParamsSession(main_metrics(cfg)) if record else None  # the run's row in TensorBoard's HPARAMS
     trainer = None
     try:
         # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
-        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *([progress] if progress else []), CheckpointsWritten()]
+        own = [progress, session] if progress and session else []
+        callbacks = [*extra_callbacks, *trial_callbacks(cfg), *own, CheckpointsWritten()]
         datamodule, model, trainer = build(cfg, callbacks)
         check_launch(trainer)
         check_optimized_metric(cfg, model)
@@ -90,8 +89,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
                 vocabulary = getattr(datamodule, "vocabulary", None)
                 if vocabulary is not None:  # text: sampling and evaluation must use the training vocabulary
                     vocabulary.save(run_dir / VOCABULARY)
-                for log_dir in tensorboard_dirs(trainer):
-                    write_summaries(log_dir, session_start_summaries(run_settings(cfg)))
+                if session is not None:
+                    name = group_name(cfg, run_dir, record.id)
+                    session.start(trainer, run_settings(cfg), name, model.num_parameters)
         earlier = dict(record.data["metrics"]) if record is not None and resuming else {}
         # A resume that had no epoch left to train (a run killed while testing) validates nothing: the
         # validation metrics are those the record kept from its last epoch.
@@ -104,13 +104,14 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
             status, line = fate((progress.exception if progress else None) or error)
             try:
                 # epoch: the epochs done, as RecordProgress kept it; what the run reached and kept so far
-                record.finish(status, error=line, **reached_so_far(trainer))
+                kept, reached = reached_so_far(trainer)
+                record.finish(status, error=line, checkpoints=kept, metrics=reached)
             except OSError as write_error:  # a full disk: what stopped the run is still the error to report
                 error.add_note(f"its record {record.path} could not be written ({first_line(write_error)})")
-            if trainer is not None and not disk_full(error):  # no room for TensorBoard's: the record has it
+            # on a full disk, no room for TensorBoard's: the record has it
+            if trainer is not None and session is not None and not disk_full(error):
                 with contextlib.suppress(OSError):
-                    for log_dir in tensorboard_dirs(trainer):
-                        write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
+                    session.finish(trainer, status, record.data["metrics"])
             last = run_dir / "checkpoints" / "last.ckpt"
             if status == "interrupted" and last.is_file():  # sweep trials keep no last.ckpt: the sweep reruns them
                 say(
@@ -122,8 +123,9 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         raise
     if record is not None:
         record.finish("completed", metrics=metrics, checkpoints=checkpoints, epoch=trainer.current_epoch)
+        if session is not None:
+            session.finish(trainer, "completed", metrics)
         for log_dir in tensorboard_dirs(trainer):
-            write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
             drop_empty_hparams_file(log_dir)
         tell(summary_line(cfg, model, metrics, run_dir))
     # Lightning leaves a DDP process group alive; a gloo group still alive when the interpreter exits can
@@ -184,13 +186,13 @@ def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
     return paths
 
 
-def reached_so_far(trainer: pl.Trainer | None) -> dict[str, dict]:
+def reached_so_far(trainer: pl.Trainer | None) -> tuple[dict[str, str | None], dict[str, float]]:
     """What an unfinished run has to show: the checkpoints on disk and its last validation metrics."""
     if trainer is None:
-        return {}
-    kept = {k: v for k, v in checkpoint_paths(trainer).items() if v and Path(v).is_file()}
+        return {}, {}
+    kept: dict[str, str | None] = {k: v for k, v in checkpoint_paths(trainer).items() if v and Path(v).is_file()}
     validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    return {"checkpoints": kept, "metrics": validated}
+    return kept, validated
 
 
 def drop_empty_hparams_file(log_dir: str) -> None:
