@@ -57,6 +57,10 @@ class HParamsSession(pl.Callback):
     def __init__(self, metrics: Sequence[str]) -> None:
         self.metrics = list(metrics)
         self.writers: dict[str, Any] = {}
+        self.fitting = False  # a run stopped before its fit began (refused) leaves no session behind
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.fitting = True
 
     def start(self, trainer: pl.Trainer, settings: Mapping[str, Any], name: str, parameters: int) -> None:
         """The session's start (its settings): once per run, not again when it is resumed."""
@@ -71,6 +75,8 @@ class HParamsSession(pl.Callback):
 
     def finish(self, trainer: pl.Trainer, status: str, metrics: Mapping[str, Any]) -> None:
         """The metrics the run ended with, whether it completed, and the session's end status."""
+        if not self.fitting:
+            return
         self.write(trainer, {**metrics, COMPLETED: int(status == "completed")})
         for writer in self._writers(trainer):
             writer.add_summary(session_end_summary(SESSION_STATUS[status]))
