@@ -155,7 +155,7 @@ def test_report_of_an_optuna_sweeps_dir_reads_its_trials(tmp_path, data_dir, cap
     assert "2 runs in 2 groups" in text, text
     for number in (0, 1):
         best = json.loads((sweep_dir / f"trial_{number}" / "run.json").read_text())["metrics"]["val/acc_best"]
-        row = next(line for line in text.splitlines() if f"gru-builtin-h8 #{number} |" in line)
+        row = next(line for line in text.splitlines() if f"gru-builtin-h8 (rep #{number}) |" in line)
         assert f"val/acc_best {100 * best:.2f}%" in row, row
     assert "error" not in capsys.readouterr().err
 

@@ -42,10 +42,13 @@ class Run:
     @property
     def group(self) -> str:
         """Runs of one setting (their seeds): cell, implementation, hidden size; a sweep trial is a setting of
-        its own (its searched values differ beyond these), named by its trial number: ``gru-builtin-h8 #3``."""
+        its own (its searched values differ beyond these), named by its study and trial number:
+        ``gru-builtin-h8 (mnist1d-gru #3)``."""
         setting = f"{self.model['cell']}-{self.model['impl']}-h{self.model['hidden_size']}"
-        trial = (self.config.get("optuna_trial") or {}).get("number")
-        return setting if trial is None else f"{setting} #{trial}"
+        trial = self.config.get("optuna_trial") or {}
+        if trial.get("number") is None:
+            return setting
+        return f"{setting} ({trial.get('study_name', 'trial')} #{trial['number']})"
 
     @property
     def best_metric(self) -> str:
