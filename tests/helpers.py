@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -80,7 +82,11 @@ def read_session_status(run_dir: Path) -> str | None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-    accumulator = EventAccumulator(str(run_dir))
+    from rnnlab.app.hparams import session_dir
+
+    if not session_dir(run_dir).is_dir():
+        return None
+    accumulator = EventAccumulator(str(session_dir(run_dir)))
     accumulator.Reload()
     try:
         contents = accumulator.PluginTagToContent("hparams").values()
@@ -113,11 +119,13 @@ def read_image_tags(run_dir: Path) -> list[str]:
 
 
 def read_hparams(run_dir: Path) -> tuple[dict, list[str]]:
-    """The hyperparameters and declared metric names of a run's HPARAMS summary."""
+    """The hyperparameters and declared metric names of a run's HPARAMS summary (in its session's sub-run)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    accumulator = EventAccumulator(str(run_dir))
+    from rnnlab.app.hparams import session_dir
+
+    accumulator = EventAccumulator(str(session_dir(run_dir)))
     accumulator.Reload()
     content = accumulator.PluginTagToContent("hparams")
     hparams, metrics = {}, []
@@ -135,3 +143,29 @@ def recipe_code(title: str) -> str:
     """The first python block of the docs/development.md section ``title`` (a recipe that a test follows)."""
     section = (ROOT / "docs" / "development.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
     return textwrap.dedent(section.split("```python\n", 1)[1].split("```", 1)[0])
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def interrupt_at(args: list[str], root: Path, point: str) -> subprocess.CompletedProcess:
+    """Run ``src/train.py args`` (with ``+callbacks.pause._target_=pausing.PauseAt``) until the pausing callback
+    (tests/fixtures/pausing.py) holds it at ``point``, then Ctrl-C its process group, as a terminal does."""
+    marker = root / "paused"
+    env = {**cli_env(root), "PYTHONPATH": str(FIXTURES), "RNNLAB_TEST_PAUSE": str(marker)}
+    env["RNNLAB_TEST_PAUSE_AT"] = point
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    marker.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

@@ -138,6 +138,28 @@ def test_report_command_on_a_parent_dir(sweep, tmp_path, capsys):
     assert not (tmp_path / "out" / "report").exists()
 
 
+@pytest.mark.slow
+def test_report_of_an_optuna_sweeps_dir_reads_its_trials(tmp_path, data_dir, capsys):
+    """A sweep trial's events go beside single runs (logs/<task>/sweeps/...): the report of the sweep's dir
+    finds them through each trial's config, one group per trial, its numbers those the trial recorded."""
+    import json
+
+    done = run_cli(
+        "train.py", "-m", "hparams_search=optuna", "model=gru", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=rep", *TINY, f"paths.data_dir={data_dir}", root=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / "rep"
+    assert report_main([str(sweep_dir), "--out", str(tmp_path / "out"), "--no-tensorboard"]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "2 runs in 2 groups" in text, text
+    for number in (0, 1):
+        best = json.loads((sweep_dir / f"trial_{number}" / "run.json").read_text())["metrics"]["val/acc_best"]
+        row = next(line for line in text.splitlines() if f"gru-builtin-h8 (rep #{number}) |" in line)
+        assert f"val/acc_best {100 * best:.2f}%" in row, row
+    assert "error" not in capsys.readouterr().err
+
+
 def test_report_says_when_there_are_no_runs(tmp_path, capsys):
     (tmp_path / "logs" / "mnist1d").mkdir(parents=True)
     (tmp_path / "logs" / "mnist1d" / "config.yaml").write_text("model: {}\n")  # no events: not a run

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, cli_env, compose_config, read_hparams, run_cli
+from helpers import TINY, cli_env, compose_config, interrupt_at, read_hparams, run_cli
 from rnnlab.app.session import run_derived, run_settings, start_record
 from rnnlab.cli import main
 from rnnlab.runs.columns import number_format, parent_of
@@ -23,6 +23,7 @@ from rnnlab.runs.settings import KEY_SETTINGS
 from rnnlab.runs.store import read_record
 
 WIDTH = 120
+MAIN_METRICS = ("val/acc_best", "test/acc", "model/num_parameters")
 INTERNAL = ("_target_", "_partial_", "default_root_dir", "data_dir", "run_name", "shuffle_seed", "max_lr", "paths.")
 
 
@@ -264,12 +265,16 @@ def hparams_logs(tmp_path_factory, data_dir) -> Path:
         root=root,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # one more gru run, Ctrl-C'ed after its first epoch's checkpoints: a run that did not complete
+    pause = ["+callbacks.pause._target_=pausing.PauseAt", f"paths.data_dir={data_dir}"]
+    stopped = interrupt_at([*TINY, "model=gru", "model.hidden_size=12", *pause], root, "checkpoint:0")
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
     return root
 
 
-def tensorboard_experiment(logdir: Path) -> tuple[dict, list[str]]:
-    """``/data/plugin/hparams/experiment`` (5 hparams, as the dashboard asks) and the session names, from
-    TensorBoard's own hparams plugin over ``logdir``."""
+def tensorboard_experiment(logdir: Path, runs: int) -> tuple[dict, list[dict]]:
+    """``/data/plugin/hparams/experiment`` (5 hparams, as the dashboard asks) and the session groups, from
+    TensorBoard's own hparams plugin over ``logdir`` once it serves ``runs`` runs."""
     from test_tensorboard_server import free_port, get
 
     port = free_port()
@@ -284,7 +289,7 @@ def tensorboard_experiment(logdir: Path) -> tuple[dict, list[str]]:
         deadline = time.time() + 90
         while True:
             try:
-                if len(get(base, "/data/runs")) >= 7:
+                if len(get(base, "/data/runs")) >= runs:
                     break
             except OSError:
                 pass
@@ -297,18 +302,19 @@ def tensorboard_experiment(logdir: Path) -> tuple[dict, list[str]]:
     finally:
         server.terminate()
         server.wait(timeout=20)
-    return experiment, [session["name"] for group in groups for session in group["sessions"]]
+    return experiment, groups
 
 
 @pytest.mark.slow
-def test_tensorboard_hparams_open_on_the_varied_settings_then_the_metrics(hparams_logs):
+def test_tensorboard_hparams_open_on_the_varied_settings_then_the_main_metrics(hparams_logs):
     from rnnlab.runs.columns import varying_settings
     from rnnlab.runs.store import find_records
 
     records = [r for r in find_records(hparams_logs) if r["kind"] == "train"]
-    assert len(records) == 7
+    assert len(records) == 8
     varied, _ = varying_settings(records)
-    experiment, sessions = tensorboard_experiment(hparams_logs / "logs")
+    # each run: its own TensorBoard run and its HPARAMS session's (rnnlab.app.hparams)
+    experiment, groups = tensorboard_experiment(hparams_logs / "logs", runs=2 * len(records))
     shown = experiment["hparamInfos"]  # the 5 columns the dashboard ticks, in its order
     assert set(varied) == {"model.cell", "model.hidden_size", "model.optimizer.lr"}  # not the sweep's plumbing
     assert [(info["name"], info.get("differs", False)) for info in shown[:3]] == [
@@ -317,9 +323,22 @@ def test_tensorboard_hparams_open_on_the_varied_settings_then_the_metrics(hparam
         ("model.optimizer.lr", True),
     ]
     assert len(shown) == 5 and not any(info.get("differs") for info in shown[3:]), shown
-    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-    assert {"val/acc_best", "val/acc"} <= metrics
-    assert len(sessions) == len(set(sessions)) == 7  # every trial and run told apart
+    # the metric columns the dashboard ticks (its first 5): the task's main metrics, no epoch or grad_norm
+    ticked = [info["name"]["tag"] for info in experiment["metricInfos"][:5]]
+    assert {"val/acc_best", "test/acc"} <= set(ticked) <= {*MAIN_METRICS, "run/completed"}, ticked
+    # every trial and run told apart by its "Trial ID": a trial by its study and number
+    names = [group["name"] for group in groups]
+    assert len(names) == len(set(names)) == 8, names
+    assert sorted(n.rsplit(" ", 1)[0] for n in names if "#" in n) == [f"mnist1d-gru #{k}" for k in range(4)]
+    # the run that did not complete: its status, and 0 in the run/completed column (1 for the others)
+    status = {group["name"]: group["sessions"][0].get("status") for group in groups}
+    completed = {
+        group["name"]: next(v["value"] for v in group["metricValues"] if v["name"]["tag"] == "run/completed")
+        for group in groups
+    }
+    unfinished = [name for name, value in completed.items() if value == 0]
+    assert len(unfinished) == 1 and status[unfinished[0]] == "STATUS_FAILURE", (completed, status)
+    assert [value for value in completed.values()].count(1) == 7
     hparams, _ = read_hparams(next((hparams_logs / "logs").rglob("trial_2")))
     assert hparams["tags"] == "sweep1" and not [k for k in hparams if any(w in k for w in INTERNAL)]
 

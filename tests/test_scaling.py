@@ -151,9 +151,9 @@ def test_ddp_sim_trains_on_two_processes_and_logs_once(tmp_path, data_dir):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_ddp_process_1.log").read_text()  # rank 1 ran
 
     # events.out.tfevents.<time>.<host>.<pid>.<n>: one writing process (a single-device run also writes one
-    # file for fit and one for test); every event file anywhere is in this run directory
+    # file for fit and one for test); every event file anywhere is in this run directory (or its HPARAMS session)
     events = list(tmp_path.rglob("events.out.tfevents.*"))
-    assert events and {path.parent for path in events} == {run_dir}
+    assert events and {path.parent for path in events} == {run_dir, run_dir / "hparams"}
     assert len({re.fullmatch(r".*\.(\d+)\.\d+", path.name).group(1) for path in events}) == 1
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
     scalars = read_scalars(run_dir)

@@ -439,3 +439,13 @@ def test_help_and_the_study_package_do_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_the_console_gives_a_confirm_runs_time_as_the_report_does():
+    """The console's per-run time is the record's ``duration_s`` (the report's "time per run"), the command's
+    wall time (with start-up) said apart."""
+    from rnnlab.study.run import confirm_line
+
+    record = {"duration_s": 12.34, "metrics": {"test/acc": 0.5, "val/acc_best": 0.6}}
+    line = confirm_line("gru", 1, record, wall=19.6)
+    assert line == "gru seed 1: test/acc=0.5000; run time 12.3 s (the report's time per run), 20 s with start-up"

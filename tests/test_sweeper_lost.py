@@ -87,7 +87,7 @@ def test_ctrl_c_mid_trial_records_it_lost_and_the_rerun_runs_it_again(tmp_path, 
     trials = by_number(storage, "mnist1d-lstm")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # n_trials=1 result, nothing RUNNING
     assert trials[1].params == lost.params and trials[1].user_attrs["retry_of"] == 0
-    assert "trial 0 again (it was interrupted)" in rerun.stdout
+    assert "it runs trial 0 again (that one was interrupted)" in rerun.stdout
 
 
 def test_sigterm_records_the_running_trial_lost_and_queues_it_once(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, compose_config
+from rnnlab.app.hparams import SESSION_RUN
 from rnnlab.app.train import train
 from rnnlab.callbacks.views import LAYOUT_CATEGORY
 from rnnlab.report import write_report
@@ -56,11 +57,11 @@ def server(logs):
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 90
-        while True:  # until the server answers and has loaded all three runs
+        while True:  # until the server answers and has loaded all five runs (2 runs, their sessions, report)
             if process.poll() is not None:
                 pytest.fail(f"tensorboard exited: {process.stderr.read()[-2000:]}")
             try:
-                if len(get(base, "/data/runs")) >= 3:
+                if len(get(base, "/data/runs")) >= 5:
                     break
             except OSError:
                 pass
@@ -90,7 +91,8 @@ def get(base: str, route: str, body: dict | None = None, raw: bool = False):
 
 def test_runs_and_scalars_are_served(server, logs):
     _, metrics = logs
-    assert sorted(get(server, "/data/runs")) == sorted([*metrics, "report"])
+    sessions = [f"{run}/{SESSION_RUN}" for run in metrics]  # each run's HPARAMS session (rnnlab.app.hparams)
+    assert sorted(get(server, "/data/runs")) == sorted([*metrics, *sessions, "report"])
     tags = get(server, "/data/plugin/scalars/tags")
     for run, final in metrics.items():
         assert {
@@ -132,10 +134,11 @@ def test_hparams_hold_the_real_final_metrics_of_every_run(server, logs):
     for group in groups:
         (session,) = group["sessions"]
         served[session["name"]] = {v["name"]["tag"]: v["value"] for v in session["metricValues"]}
-    assert sorted(served) == sorted(metrics)
+    assert sorted(served) == sorted(f"{run}/{SESSION_RUN}" for run in metrics)
     for run, final in metrics.items():
-        assert served[run]["test/acc"] == pytest.approx(final["test/acc"], abs=1e-6)
-        assert served[run]["val/acc_best"] == pytest.approx(final["val/acc_best"], abs=1e-6)
+        session = served[f"{run}/{SESSION_RUN}"]
+        assert session["test/acc"] == pytest.approx(final["test/acc"], abs=1e-6)
+        assert session["val/acc_best"] == pytest.approx(final["val/acc_best"], abs=1e-6)
 
 
 def test_images_and_report_text_are_served(server, logs):

@@ -1,5 +1,8 @@
 """What a sweep prints while it runs: one line per trial as it starts and as it ends, the running best, the time
 left. Lines start with ``[sweep]`` and go to stdout at once (trials of a parallel sweep end in any order).
+
+A trial is named by its Optuna trial number everywhere (its ``trial_<n>`` folder, the study's table, the best
+trial): ``trial 3 (...) started, 2 of 4 in this sweep``; the count says how far this sweep is.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class Progress:
 
     def __init__(self, n_trials: int, parallel: int, maximize: list[bool], metrics: list[str]) -> None:
         self.n_trials, self.parallel, self.maximize, self.metrics = n_trials, parallel, maximize, metrics
-        self.started: dict[int, tuple[float, str]] = {}  # trial number -> (start time, "k/n (params)")
+        self.started: dict[int, tuple[float, str]] = {}  # trial number -> (start time, "trial n (params)")
         self.durations: list[float] = []
         self.best: tuple[float, int] | None = None  # (value, trial) of a single-objective study
         self.lock = threading.Lock()
@@ -42,11 +45,13 @@ class Progress:
         say(line, prefix=SWEEP)
 
     def start(self, number: int, position: int, params: dict[str, Any], retry_of: int | None = None) -> None:
-        label = f"trial {position}/{self.n_trials} ({short_params(params)})"
+        """``number``: the Optuna trial number; ``position``: how many trials this sweep has started, this one
+        included (1-based)."""
+        label = f"trial {number} ({short_params(params)})"
         with self.lock:
             self.started[number] = (time.monotonic(), label)
-        again = f", trial {retry_of} again (it was interrupted)" if retry_of is not None else ""
-        self.say(f"{label} started as trial {number}{again}" if number + 1 != position else f"{label} started{again}")
+        again = f"; it runs trial {retry_of} again (that one was interrupted)" if retry_of is not None else ""
+        self.say(f"{label} started, {position} of {self.n_trials} in this sweep{again}")
 
     def end(self, number: int, outcome: str, values: list[float] | None, remaining: int) -> None:
         """``outcome``: what happened ("pruned at epoch 3", "failed: ...", "done: val/acc_best=0.95")."""

@@ -19,14 +19,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from rnnlab.app.hparams import (
-    SESSION_STATUS,
-    drop_empty_hparams_file,
-    session_end_summary,
-    session_start_summaries,
-    tensorboard_dirs,
-    write_summaries,
-)
+from rnnlab.app.checkpoints import checkpoint_paths
+from rnnlab.app.hparams import HParamsSession, drop_empty_hparams_file, group_name, main_metrics, tensorboard_dirs
 from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
 from rnnlab.console import say
 from rnnlab.errors import Terminated, disk_full, first_line
@@ -163,6 +157,8 @@ class RunSession:
         self.resuming = kind == "train" and bool(cfg.get("ckpt_path"))
         self.record = start_record(cfg, run_dir, kind, of_run) if rank_zero_only.rank == 0 else None
         self.progress = RecordProgress(self.record) if self.record is not None and kind == "train" else None
+        # the run's row in TensorBoard's HPARAMS table
+        self.hparams = HParamsSession(main_metrics(cfg)) if self.progress is not None else None
         # A sweep trial's own lines go to its train.log: the sweep's console is its [sweep] lines.
         self.tell: Callable[[str], None] = logging.getLogger("rnnlab").info if is_trial(cfg) else say
         self.trainer: pl.Trainer | None = None
@@ -172,7 +168,7 @@ class RunSession:
     @property
     def callbacks(self) -> list[pl.Callback]:
         """The callbacks the run's trainer needs for its record (its epochs, the exception that stopped it)."""
-        return [self.progress] if self.progress is not None else []
+        return [c for c in (self.progress, self.hparams) if c is not None]
 
     def under_way(self, trainer: pl.Trainer | None = None, line: str | None = None) -> None:
         """The run is under way: its directory stays, whatever happens now; ``line`` says what it does."""
@@ -185,7 +181,7 @@ class RunSession:
         if trainer is not None:
             self.record.update(devices=[str(trainer.strategy.root_device)] * trainer.num_devices)
 
-    def save_run_files(self, datamodule: pl.LightningDataModule) -> None:
+    def save_run_files(self, datamodule: pl.LightningDataModule, parameters: int) -> None:
         """A new training run's config, vocabulary (text: sampling and evaluation must use the training one)
         and HPARAMS session start; a resumed run keeps those it was made with."""
         if self.record is None or self.resuming:
@@ -195,8 +191,9 @@ class RunSession:
         vocabulary = getattr(datamodule, "vocabulary", None)
         if vocabulary is not None:
             vocabulary.save(self.run_dir / VOCABULARY)
-        for log_dir in tensorboard_dirs(self.trainer) if self.trainer is not None else []:
-            write_summaries(log_dir, session_start_summaries(run_settings(self.cfg)))
+        if self.hparams is not None and self.trainer is not None and self.record is not None:
+            name = group_name(self.cfg, self.run_dir, self.record.id)
+            self.hparams.start(self.trainer, run_settings(self.cfg), name, parameters)
 
     def kept_validation_metrics(self) -> dict[str, float]:
         """A resumed run's validation metrics as its record kept them from its last epoch: what a resume with
@@ -214,8 +211,9 @@ class RunSession:
     def completed(self) -> None:
         if self.record is not None:
             self.record.finish("completed", **self.outcome)
+            if self.hparams is not None and self.trainer is not None:
+                self.hparams.finish(self.trainer, "completed", self.outcome.get("metrics", {}))
             for log_dir in tensorboard_dirs(self.trainer) if self.trainer is not None else []:
-                write_summaries(log_dir, [session_end_summary(SESSION_STATUS["completed"])])
                 drop_empty_hparams_file(log_dir)
             if self.last_line:
                 self.tell(self.last_line)
@@ -228,13 +226,15 @@ class RunSession:
             return
         status, line = fate((self.progress.exception if self.progress else None) or error)
         try:
-            self.record.finish(status, error=line)  # epoch: the epochs done, as RecordProgress kept it
+            # epoch: the epochs done, as RecordProgress kept it; what the run reached and kept so far
+            kept, reached = reached_so_far(self.trainer)
+            self.record.finish(status, error=line, checkpoints=kept, metrics=reached)
         except OSError as write_error:  # a full disk: what stopped the run is still the error to report
             error.add_note(f"its record {self.record.path} could not be written ({first_line(write_error)})")
-        if self.trainer is not None and not disk_full(error):  # no room for TensorBoard's: the record has it
+        # on a full disk, no room for TensorBoard's: the record has it
+        if self.trainer is not None and self.hparams is not None and not disk_full(error):
             with contextlib.suppress(OSError):
-                for log_dir in tensorboard_dirs(self.trainer):
-                    write_summaries(log_dir, [session_end_summary(SESSION_STATUS[status])])
+                self.hparams.finish(self.trainer, status, self.record.data["metrics"])
         last = self.run_dir / "checkpoints" / "last.ckpt"
         if self.kind == "train" and status == "interrupted" and last.is_file():  # sweep trials keep no last.ckpt
             say(
@@ -259,6 +259,15 @@ def run_session(cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | 
             raise Terminated("SIGTERM in fit") from None  # exit code 143 with its line (rnnlab.app.setup)
         raise
     session.completed()
+
+
+def reached_so_far(trainer: pl.Trainer | None) -> tuple[dict[str, str | None], dict[str, float]]:
+    """What an unfinished run has to show: the checkpoints on disk and its last validation metrics."""
+    if trainer is None:
+        return {}, {}
+    kept: dict[str, str | None] = {k: v for k, v in checkpoint_paths(trainer).items() if v and Path(v).is_file()}
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    return kept, validated
 
 
 def teardown_process_group(trainer: pl.Trainer | None) -> None:

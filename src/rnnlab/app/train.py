@@ -54,7 +54,7 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
         check_launch(trainer)
         check_optimized_metric(cfg, model)
         session.under_way(trainer, start_line(cfg, model, run_dir, session.resuming))
-        session.save_run_files(datamodule)
+        session.save_run_files(datamodule, model.num_parameters)
         metrics = session.kept_validation_metrics()
         tested, checkpoints = fit_and_test(cfg, datamodule, model, trainer)
         metrics.update(tested)

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from rnnlab.app.rundirs import RUN_CONFIG, load_run_config
 
 PARAMS_TAG = "model/num_parameters"
+EVENTS = "events.out.tfevents.*"
 
 
 FLOOR = 1e-30  # gradient norms that underflowed to 0 still go on a log scale
@@ -40,7 +41,14 @@ class Run:
 
     @property
     def group(self) -> str:
-        return f"{self.model['cell']}-{self.model['impl']}-h{self.model['hidden_size']}"
+        """Runs of one setting (their seeds): cell, implementation, hidden size; a sweep trial is a setting of
+        its own (its searched values differ beyond these), named by its study and trial number:
+        ``gru-builtin-h8 (mnist1d-gru #3)``."""
+        setting = f"{self.model['cell']}-{self.model['impl']}-h{self.model['hidden_size']}"
+        trial = self.config.get("optuna_trial") or {}
+        if trial.get("number") is None:
+            return setting
+        return f"{setting} ({trial.get('study_name', 'trial')} #{trial['number']})"
 
     @property
     def best_metric(self) -> str:
@@ -74,10 +82,23 @@ class Run:
         return max(norms[0], FLOOR) / norms[-1] if norms[-1] > 0 else math.nan
 
 
+def events_dir(run_dir: Path) -> Path:
+    """Where a run's TensorBoard events are: beside its ``config.yaml``, or where its TensorBoard logger wrote
+    them (a sweep trial's go beside single runs, ``logs/<task>/sweeps/<study>/trial_<n>``)."""
+    if any(run_dir.glob(EVENTS)):
+        return run_dir
+    try:
+        save_dir = OmegaConf.select(OmegaConf.load(run_dir / RUN_CONFIG), "logger.tensorboard.save_dir")
+    except Exception:  # not a config this app wrote: no events of its own
+        return run_dir
+    return Path(save_dir) if isinstance(save_dir, str) and save_dir else run_dir
+
+
 def find_tensorboard_runs(logdir: Path) -> list[Path]:
-    """Directories holding a run's ``config.yaml`` and TensorBoard events, at any depth, sorted."""
+    """Directories holding a run's ``config.yaml`` whose TensorBoard events exist (``events_dir``), at any
+    depth, sorted: a log directory, a sweep's (its trials), a study's or a compare's."""
     return sorted(
-        config.parent for config in Path(logdir).rglob(RUN_CONFIG) if any(config.parent.glob("events.out.tfevents.*"))
+        config.parent for config in Path(logdir).rglob(RUN_CONFIG) if any(events_dir(config.parent).glob(EVENTS))
     )
 
 
@@ -90,7 +111,7 @@ def read_run(run_dir: Path) -> Run:
     # A resumed run's events restart at its checkpoint's step by design (purge_step): TensorBoard's reader
     # warns about each such restart, and logs every file it opens; neither is news to the report's reader.
     logging.getLogger("tensorboard").setLevel(logging.ERROR)
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
+    accumulator = EventAccumulator(str(events_dir(run_dir)), size_guidance={"scalars": 0, "images": 1, "tensors": 1})
     accumulator.Reload()
     scalars, walls = {}, []
     for tag in accumulator.Tags()["scalars"]:

@@ -33,6 +33,7 @@ from rnnlab.runs.store import (
     metrics_field,
     now_iso,
     parent_field,
+    parse_time,
     record_lock,
 )
 
@@ -65,6 +66,7 @@ class RunRecord:
         self._data = data
         self._lock = threading.RLock()
         self._started = time.monotonic()
+        self._earlier_s = 0.0  # a resumed run's time in its earlier sessions
         self._finished = False
         self._stop = threading.Event()
         self._interval = heartbeat_interval
@@ -152,6 +154,7 @@ class RunRecord:
             raise FileNotFoundError(f"no {RECORD_FILE} in {run_dir}: start a record instead")
         with record_lock(run_dir):
             data = load_record(run_dir)
+        earlier = _time_so_far(data)
         number = len(data.setdefault("resumes", [])) + 1
         session = _session(cwd, run_dir, f"git.resume{number}.patch")
         data["resumes"].append(
@@ -171,14 +174,16 @@ class RunRecord:
             status="running",
             error=None,
             ended=None,
-            duration_s=None,
+            duration_s=earlier,  # the earlier sessions' time; finish adds this one's
             heartbeat=session["started"],
             heartbeat_interval=float(heartbeat_interval),
             pid=session["pid"],
             host=session["host"],
         )
         changed = {"resumes", "status", "error", "ended", "duration_s", "heartbeat", "pid", "host"}
-        return cls._begin(run_dir, data, heartbeat_interval, changed)
+        record = cls._begin(run_dir, data, heartbeat_interval, changed)
+        record._earlier_s = earlier
+        return record
 
     @classmethod
     def _begin(cls, run_dir: Path, data: dict[str, Any], heartbeat_interval: float, fields: set[str]) -> RunRecord:
@@ -231,8 +236,9 @@ class RunRecord:
         error: str | None = None,
         epoch: int | None = None,
     ) -> None:
-        """End the record: status, ``ended``, this session's ``duration_s`` (also in the resume entry of a
-        resumed run); stops the heartbeat. Only the first call counts."""
+        """End the record: status, ``ended``, ``duration_s`` (the time it ran, over all its sessions: not
+        ``ended - started`` of a resumed run, which counts the time between them); stops the heartbeat.
+        Only the first call counts."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status {status!r} is not allowed; allowed: {', '.join(FINAL_STATUSES)}")
         with signals_deferred(), self._lock:
@@ -243,7 +249,10 @@ class RunRecord:
             ended = now_iso()
             error = " ".join(str(error).split())[:500] if error else None
             self._data.update(
-                status=status, error=error, ended=ended, duration_s=round(time.monotonic() - self._started, 3)
+                status=status,
+                error=error,
+                ended=ended,
+                duration_s=round(self._earlier_s + time.monotonic() - self._started, 3),
             )
             if epoch is not None:
                 self._data["epoch"] = int(epoch)
@@ -307,3 +316,16 @@ def fate(error: BaseException) -> tuple[str, str | None]:
             return "interrupted", None
         return ("completed", None) if error.code in (0, None) else ("failed", str(error.code))
     return "failed", first_line(error)[:500]
+
+
+def _time_so_far(data: Mapping[str, Any]) -> float:
+    """Seconds a run has run in its sessions so far: the finished ones' ``duration_s``, and a killed last
+    session's time from its start to its last heartbeat."""
+    total = float(data.get("duration_s") or 0.0)
+    if data.get("ended") is None:  # the last session never finished (killed): count it to its last heartbeat
+        resumes = data.get("resumes") or []
+        began = parse_time(resumes[-1].get("started") if resumes else data.get("started"))
+        beat = parse_time(data.get("heartbeat"))
+        if began and beat:
+            total += max(0.0, (beat - began).total_seconds())
+    return round(total, 3)

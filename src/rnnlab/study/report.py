@@ -145,7 +145,7 @@ def _results_table(plan: Plan, results: list[CellResult], fmt: MetricFormat) -> 
         f"0–{plan.seeds - 1} and tested on the test split ({metric}; the only use of the test split). "
         f"Test: mean ± one sample std over seeds (ddof=1; ± means that everywhere in this report); {level} CI of "
         f"the mean from the t distribution (n−1 degrees of freedom), written [low, high]; pairwise: Welch's "
-        f"t-test. Time: mean wall time per confirm run (run.json).",
+        f"t-test. Time: mean run time per confirm run (run.json's duration_s, as the console's 'run time').",
         "",
         f"| cell | tuned | trials complete/pruned/failed | best {plan.metric} (trial) | {metric} mean ± std | "
         f"{level} CI | seeds | params | time per run (s) |",

@@ -273,7 +273,7 @@ def confirm(plan: Plan, tuned: dict[str, Tuned], children: Children) -> list[Con
         if code != 0 or record is None:
             errors.append(_failure(f"confirm run {job.cell} seed {job.seed}", code, tail, log_path))
             return
-        say(f"{job.cell} seed {job.seed}: {_metrics(record)} in {time.monotonic() - started:.0f} s")
+        say(confirm_line(job.cell, job.seed, record, time.monotonic() - started))
 
     pool = ThreadPoolExecutor(plan.jobs, thread_name_prefix="confirm")
     try:
@@ -287,6 +287,15 @@ def confirm(plan: Plan, tuned: dict[str, Tuned], children: Children) -> list[Con
     if errors:
         raise errors[0]
     return jobs
+
+
+def confirm_line(cell: str, seed: int, record: dict[str, Any], wall: float) -> str:
+    """A finished confirm run: its test metrics and its run time as the report gives it (``time per run``: the
+    record's ``duration_s``), then the command's wall time, which adds Python's and torch's start-up."""
+    ran = record.get("duration_s")
+    run_time = f"{ran:.1f} s" if isinstance(ran, (int, float)) else "–"
+    took = f"run time {run_time} (the report's time per run), {wall:.0f} s with start-up"
+    return f"{cell} seed {seed}: {_metrics(record)}; {took}"
 
 
 def _metrics(record: dict[str, Any]) -> str:

@@ -23,6 +23,8 @@ def record_lines(record: dict[str, Any]) -> list[str]:
     for key in FIELDS.split():
         if key in record:
             lines.append(f"{key:<12}{value_text(record[key])}")
+        if key == "duration_s" and record.get("resumes") and key in record:
+            lines[-1] += duration_note(record)
         if key == "status" and record.get("status") == "killed":
             lines[-1] += " (recorded as running, but its process is gone or its heartbeat stopped)"
     parent = record.get("parent")
@@ -56,6 +58,16 @@ def record_lines(record: dict[str, Any]) -> list[str]:
             + (f" error: {entry['error']}" if entry.get("error") else "")
         )
     return lines
+
+
+def duration_note(record: dict[str, Any]) -> str:
+    """A resumed run's ``duration_s`` is the time it ran, over its sessions: not ``ended - started``."""
+    from rnnlab.runs.store import parse_time
+
+    sessions = len(record["resumes"]) + 1
+    started, ended = parse_time(record.get("started")), parse_time(record.get("ended"))
+    span = f"; {(ended - started).total_seconds():.1f} s from started to ended" if started and ended else ""
+    return f" (the time it ran, over {sessions} sessions{span})"
 
 
 class Show(Subcommand):
