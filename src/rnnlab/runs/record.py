@@ -7,7 +7,7 @@ processes (``rnnlab runs tag`` editing a live run), so a reader never sees half 
 drops another's change.
 
 Schema 1 (``rnnlab runs show --json`` prints one): ``schema id name kind dir task parent status error epoch
-command overrides cwd started ended duration_s heartbeat heartbeat_interval host pid devices versions git
+command overrides cwd started ended duration_s heartbeat heartbeat_interval host pid slurm devices versions git
 params derived metrics checkpoints resumes tags note debug``. ``status`` is stored as running, completed, failed or
 interrupted; readers derive "killed" (a running record whose process is gone or silent) and "unreadable".
 """
@@ -33,6 +33,7 @@ from typing import Any
 from rnnlab.errors import first_line
 from rnnlab.runs.process import hostname as _hostname
 from rnnlab.runs.process import pid_alive
+from rnnlab.runs.scheduler import slurm_job
 
 fcntl: ModuleType | None
 try:
@@ -260,8 +261,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 def environment() -> dict[str, Any]:
-    """Where and with what this process runs: ``{"host", "pid", "versions"}``."""
-    return {"host": _hostname(), "pid": os.getpid(), "versions": dict(package_versions())}
+    """Where and with what this process runs: ``{"host", "pid", "versions", "slurm"}`` (slurm: its SLURM job,
+    rnnlab.runs.scheduler, or None)."""
+    return {"host": _hostname(), "pid": os.getpid(), "versions": dict(package_versions()), "slurm": slurm_job()}
 
 
 def current_command() -> list[str]:
@@ -517,6 +519,7 @@ class RunRecord:
             "heartbeat_interval": float(heartbeat_interval),
             "host": env["host"],
             "pid": env["pid"],
+            "slurm": env["slurm"],
             "devices": [str(device) for device in devices],
             "versions": env["versions"],
             "git": git,
@@ -568,6 +571,7 @@ class RunRecord:
                 "error": None,
                 "pid": env["pid"],
                 "host": env["host"],
+                "slurm": env["slurm"],
                 "git": git,
             }
         )
@@ -580,9 +584,10 @@ class RunRecord:
             heartbeat_interval=float(heartbeat_interval),
             pid=env["pid"],
             host=env["host"],
+            slurm=env["slurm"],
         )
         record = cls(run_dir, data, heartbeat_interval)
-        record._write({"resumes", "status", "error", "ended", "duration_s", "heartbeat", "pid", "host"})
+        record._write({"resumes", "status", "error", "ended", "duration_s", "heartbeat", "pid", "host", "slurm"})
         record._start_heartbeat()
         return record
 
