@@ -60,6 +60,7 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # signal handler, before it records the outcome: Ctrl-C reaches the workers and the sweep at once, and the
 # handler runs in the main thread a moment later. Past it, the trial failed on its own.
 SIGNAL_GRACE_S = 1.0
+LOST = "LOST"  # a trial's outcome when the cluster ended its job: recorded FAIL (lost) and asked again
 
 
 class SweepFailedError(CommandError, RuntimeError):
@@ -215,6 +216,14 @@ class RnnlabOptunaSweeper(Sweeper):
                     extra.append(f"{key}={metrics[0]}")
         return extra
 
+    def _resolve_launcher_folder(self) -> None:
+        """submitit's job folder (``${hydra.sweep.dir}/.submitit/%j``) was resolved when Hydra made the launcher,
+        before the study's name (part of hydra.sweep.dir) was known: resolve it again, into the study's folder."""
+        params = getattr(self.launcher, "params", None)
+        folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
+        if isinstance(params, dict) and "submitit_folder" in params and folder is not None:
+            params["submitit_folder"] = str(folder)
+
     # --------------------------------------------------------------------------------- sweep
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -269,6 +278,7 @@ class RnnlabOptunaSweeper(Sweeper):
         if sweep_dir != wanted:
             say(prefix=SWEEP, message=f"{wanted} belongs to another study {name!r}: this one writes into {sweep_dir}")
         studies.claim(sweep_dir, name, safe_url(url), record["uid"])
+        self._resolve_launcher_folder()
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         # 4. Run.
@@ -478,8 +488,16 @@ class RnnlabOptunaSweeper(Sweeper):
             ):  # the slots' tells (and the sampler's after-trial work) one at a time
                 if self._signal is not None:  # the trial is lost, whatever its job said: _record_interrupted says so
                     raise _Interrupted()
+                lost = trials.scheduler_loss(result)  # the cluster ended its job (scancel, time limit, ...)
+                state: str
+                values: list[float] | None
+                reason: str | None
                 try:
-                    state, values, reason = trials.tell(study, trial, result, len(study.directions))
+                    if lost is not None:
+                        trials.fail_lost(study, storage, trial.number, lost)  # and asked again, once
+                        state, values, reason = LOST, None, lost
+                    else:
+                        state, values, reason = trials.tell(study, trial, result, len(study.directions))
                 except trials.GridExhausted:  # this trial is recorded; there is no other point to try
                     self._stop.set()
                     frozen = storage.get_trial(tid)
@@ -588,6 +606,8 @@ def _outcome_text(study, number: int, state: str, values, reason) -> str:
         return f"pruned at epoch {max(steps)}" if steps else "pruned"
     if state == "FAIL":
         return f"failed: {reason}"
+    if state == LOST:
+        return f"{reason}; it runs again"
     metrics = (study.user_attrs.get(studies.STUDY_ATTR) or {}).get("metrics") or []
     names = metrics if len(metrics) == len(values or ()) else [f"value_{i}" for i in range(len(values or ()))]
     return "done: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values or ()))
