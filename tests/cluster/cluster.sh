@@ -98,6 +98,9 @@ write_configs() {
     host=$(hostname -s)
     node_line=$(slurmd -C | head -n 1)  # NodeName=<host> CPUs=.. Boards=.. ... RealMemory=..: the real machine
     [[ "$node_line" == NodeName=* ]] || cannot "slurmd -C printed no node line: $node_line"
+    local cpus memory
+    cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$node_line")
+    memory=$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$node_line")
     cat >"$DIR/etc/slurm.conf" <<EOF
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=$host
@@ -121,6 +124,8 @@ ReturnToService=2
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# A job that asks no memory gets its CPUs' share (not the whole node, which would run one job at a time).
+DefMemPerCPU=$((memory / cpus))
 GresTypes=gpu
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
