@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -21,17 +22,32 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 HERE = Path(__file__).parent
 PARALLEL = 2  # the node's 2 CPUs: one trial job on each
+STUDY = "mnist1d-lstm"  # the default study name (not given: the sweeper names it after the launcher was made)
 
 
-def sweep_command(cluster: dict[str, str], data_dir: Path, study: str, n_trials: int, *extra: str) -> list[str]:
-    """A tiny sweep whose trials are jobs of the test cluster, on its PostgreSQL server."""
+def fresh_database(cluster: dict[str, str]) -> str:
+    """The URL of a new, empty database on the cluster's PostgreSQL server: a study of its own for each test,
+    whatever an earlier session on the same cluster (RNNLAB_CLUSTER_DIR) left behind."""
+    import sqlalchemy
+
+    url = cluster["RNNLAB_CLUSTER_PG_URL"]
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+def sweep_command(storage: str, data_dir: Path, n_trials: int, *extra: str) -> list[str]:
+    """A tiny sweep whose trials are jobs of the test cluster, on ``storage``."""
     tiny = [o for o in TINY if not o.startswith("model.hidden_size")]
     return [
         sys.executable, str(ROOT / "src" / "train.py"), "-m", "hparams_search=optuna",
         "hydra/launcher=submitit_slurm", f"hydra.launcher.array_parallelism={PARALLEL}",
         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
-        f"hydra.sweeper.storage='{cluster['RNNLAB_CLUSTER_PG_URL']}'", f"hydra.sweeper.study_name={study}",
-        f"hydra.sweeper.n_trials={n_trials}", "model.hidden_size=int(interval(8, 12))",
+        f"hydra.sweeper.storage='{storage}'", f"hydra.sweeper.n_trials={n_trials}",
+        "model.hidden_size=int(interval(8, 12))",
         *tiny, f"paths.data_dir={data_dir}", *extra,
     ]  # fmt: skip
 
@@ -60,8 +76,8 @@ def job_states(cluster: dict[str, str], job_ids: list[str], timeout: float = 60)
         time.sleep(1)
 
 
-def trials_of(cluster: dict[str, str], study: str) -> list:
-    return optuna.load_study(study_name=study, storage=cluster["RNNLAB_CLUSTER_PG_URL"]).trials
+def trials_of(storage: str, study: str = STUDY) -> list:
+    return optuna.load_study(study_name=study, storage=storage).trials
 
 
 def record(sweep_dir: Path, number: int) -> dict:
@@ -81,9 +97,10 @@ def runs_where(cluster: dict[str, str], root: Path, clause: str) -> list[dict]:
 
 
 def test_six_trial_sweep_runs_each_trial_as_a_slurm_job(cluster, tmp_path, data_dir):
+    storage = fresh_database(cluster)
     started = time.monotonic()
     swept = subprocess.run(
-        sweep_command(cluster, data_dir, "slurm-six", 6),
+        sweep_command(storage, data_dir, 6),
         cwd=ROOT,
         env=sweep_env(cluster, tmp_path),
         capture_output=True,
@@ -92,11 +109,12 @@ def test_six_trial_sweep_runs_each_trial_as_a_slurm_job(cluster, tmp_path, data_
     )
     assert swept.returncode == 0, swept.stderr[-3000:]
     print(f"6-trial SLURM sweep: {time.monotonic() - started:.0f} s")
-    trials = trials_of(cluster, "slurm-six")
+    trials = trials_of(storage)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 6
-    sweep_dir = tmp_path / "multirun" / "mnist1d" / "slurm-six"
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
     assert (sweep_dir / "best.yaml").is_file()
-    assert sorted(p.name for p in (tmp_path / "multirun" / "mnist1d").iterdir()) == ["slurm-six"]  # no None/
+    # submitit's job folders in the study's folder, not in multirun/mnist1d/None/.submitit
+    assert sorted(p.name for p in (tmp_path / "multirun" / "mnist1d").iterdir()) == [STUDY]
     assert (sweep_dir / ".submitit").is_dir()
 
     records = [record(sweep_dir, t.number) for t in trials]
@@ -123,7 +141,8 @@ def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, 
     # One trial's run is held inside fit (tests/cluster/holding.py) until its job is cancelled, as a user's
     # scancel (or the cluster's) would cut a trial short; the other trials run straight through.
     held = tmp_path / "held"
-    command = sweep_command(cluster, data_dir, "slurm-scancel", 4, "+callbacks.hold._target_=holding.HoldOneRun")
+    storage = fresh_database(cluster)
+    command = sweep_command(storage, data_dir, 4, "+callbacks.hold._target_=holding.HoldOneRun")
     env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -135,7 +154,7 @@ def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, 
         process.kill()
     assert process.returncode == 0, err[-3000:]
 
-    trials = trials_of(cluster, "slurm-scancel")
+    trials = trials_of(storage)
     lost = [t for t in trials if t.user_attrs.get("lost")]
     assert len(lost) == 1 and lost[0].state.name == "FAIL"
     assert f"SLURM job {job} ended CANCELLED" in lost[0].user_attrs["error"]
@@ -145,7 +164,7 @@ def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, 
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     assert f"lost: its SLURM job {job} ended CANCELLED" in out + err
 
-    sweep_dir = tmp_path / "multirun" / "mnist1d" / "slurm-scancel"
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
     cancelled = record(sweep_dir, lost[0].number)
     assert cancelled["slurm"]["job_id"] == job and cancelled["status"] == "running"  # read back as killed
     assert job_states(cluster, [job])[job][0] == "CANCELLED"
