@@ -226,12 +226,10 @@ start() {
     start_slurm
     start_postgres
     echo "$((SECONDS - START))" >"$DIR/start_s"
-    cat >"$DIR/env" <<EOF
-export RNNLAB_CLUSTER_DIR=$DIR
-export SLURM_CONF=$SLURM_CONF
-export PATH=$PATH
-export RNNLAB_CLUSTER_PG_URL=postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/postgres
-EOF
+    {
+        printf 'export %s=%q\n' RNNLAB_CLUSTER_DIR "$DIR" SLURM_CONF "$SLURM_CONF" PATH "$PATH"
+        printf 'export %s=%q\n' RNNLAB_CLUSTER_PG_URL "postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/postgres"
+    } >"$DIR/env"
     say "cluster up in $((SECONDS - START)) s (install: $(cat "$DIR/install_s" 2>/dev/null || echo 0) s); stop it with: $0 stop $DIR"
     cat "$DIR/env"
 }

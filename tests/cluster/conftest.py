@@ -1,11 +1,12 @@
 """The throwaway SLURM cluster of tests/cluster: started once per session by ``cluster.sh`` (or one already
 started, named by ``RNNLAB_CLUSTER_DIR``: `.ci/run` and `make cluster-check` start it before pytest), stopped at
 the end when this session started it. Where it cannot start (not root, no apt-get, a daemon that does not come
-up) every test here skips with the script's one-line reason."""
+up) every test here skips with the script's one-line reason (``RNNLAB_CLUSTER_SKIP`` where `.ci/run` tried)."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -15,12 +16,13 @@ SCRIPT = Path(__file__).parent / "cluster.sh"
 START_TIMEOUT_S = 900  # apt-get install on a fresh machine included
 
 
-def read_env(cluster_dir: Path) -> dict[str, str]:
-    """The ``export NAME=value`` lines of ``<cluster dir>/env``, as a dict."""
+def parse_env(text: str) -> dict[str, str]:
+    """cluster.sh's ``export NAME=value`` lines (values shell-quoted), as a dict."""
     env = {}
-    for line in (cluster_dir / "env").read_text().splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value
+    for line in text.splitlines():
+        name, equals, value = line.removeprefix("export ").partition("=")
+        if line.startswith("export ") and equals:
+            env[name] = " ".join(shlex.split(value))
     return env
 
 
@@ -28,11 +30,13 @@ def read_env(cluster_dir: Path) -> dict[str, str]:
 def cluster() -> dict[str, str]:
     """The cluster's environment: SLURM_CONF, PATH (with the daemons' sbin), RNNLAB_CLUSTER_PG_URL, ..."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[slurm]'")
+    if os.environ.get("RNNLAB_CLUSTER_SKIP"):  # .ci/run could not start it: its reason
+        pytest.skip(os.environ["RNNLAB_CLUSTER_SKIP"])
     given = os.environ.get("RNNLAB_CLUSTER_DIR")
     if given:
         if not (Path(given) / "env").is_file():
             pytest.skip(f"RNNLAB_CLUSTER_DIR={given} holds no running cluster (no env file)")
-        yield read_env(Path(given))
+        yield parse_env((Path(given) / "env").read_text())
         return
     try:
         started = subprocess.run(
@@ -43,7 +47,7 @@ def cluster() -> dict[str, str]:
     if started.returncode != 0:
         lines = started.stderr.strip().splitlines() or [f"cluster.sh exited {started.returncode}"]
         pytest.skip(lines[-1])
-    env = dict(line.removeprefix("export ").partition("=")[::2] for line in started.stdout.splitlines() if "=" in line)
+    env = parse_env(started.stdout)
     try:
         yield env
     finally:
