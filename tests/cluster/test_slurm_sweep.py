@@ -39,12 +39,14 @@ def fresh_database(cluster: dict[str, str]) -> str:
     return f"{url.rsplit('/', 1)[0]}/{name}"
 
 
-def sweep_command(storage: str, data_dir: Path, n_trials: int, *extra: str) -> list[str]:
+def sweep_command(
+    storage: str, data_dir: Path, n_trials: int, *extra: str, launcher: str = "submitit_slurm"
+) -> list[str]:
     """A tiny sweep whose trials are jobs of the test cluster, on ``storage``."""
     tiny = [o for o in TINY if not o.startswith("model.hidden_size")]
     return [
         sys.executable, str(ROOT / "src" / "train.py"), "-m", "hparams_search=optuna",
-        "hydra/launcher=submitit_slurm", f"hydra.launcher.array_parallelism={PARALLEL}",
+        f"hydra/launcher={launcher}", f"hydra.launcher.array_parallelism={PARALLEL}",
         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
         f"hydra.sweeper.storage='{storage}'", f"hydra.sweeper.n_trials={n_trials}",
         "model.hidden_size=int(interval(8, 12))",
@@ -169,3 +171,17 @@ def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, 
     assert cancelled["slurm"]["job_id"] == job and cancelled["status"] == "running"  # read back as killed
     assert job_states(cluster, [job])[job][0] == "CANCELLED"
     assert [r["status"] for r in runs_where(cluster, tmp_path, f"slurm.job_id={job}")] == ["killed"]
+
+
+def test_slurm_gpu_launcher_asks_the_cluster_for_a_gpu(cluster, tmp_path, data_dir):
+    # conf/hydra/launcher/slurm_gpu.yaml on the test node's declared GPU (gres.conf, no device behind it): the
+    # cluster accepts and schedules the request. The trial trains on CPU (the default trainer takes what it finds):
+    # whether a GPU trial runs without a GPU is not the point, the request is.
+    storage = fresh_database(cluster)
+    command = sweep_command(storage, data_dir, 1, launcher="slurm_gpu")
+    swept = subprocess.run(command, cwd=ROOT, env=sweep_env(cluster, tmp_path), capture_output=True, text=True)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    job = record(tmp_path / "multirun" / "mnist1d" / STUDY, 0)["slurm"]["job_id"]
+    job_states(cluster, [job])  # once it has ended
+    tres = slurm(cluster, "sacct", "-n", "-X", "-P", "-j", job, "-o", "AllocTRES").strip()
+    assert "gres/gpu=1" in tres.split(","), tres

@@ -51,6 +51,7 @@ QUIET_LOGGERS = (
     "hydra._internal.core_plugins.basic_launcher",
     "hydra_plugins.hydra_joblib_launcher._core",
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",  # "#<n> : <overrides>" per trial
     "pytorch_lightning.utilities.rank_zero",
     "lightning_fabric.utilities.seed",
 )
