@@ -234,19 +234,24 @@ start() {
     cat "$DIR/env"
 }
 
-stop_daemons() {  # in the reverse order of starting; SIGTERM, then SIGKILL after 20 s
+stop_daemons() {  # SLURM's daemons first, then what they use; SIGTERM to each group, SIGKILL after 20 s
     local dir=$1
-    for name in slurmd slurmctld slurmdbd postgres mariadb munged; do
-        local file="$dir/pids/$name.pid"
-        [[ -f "$file" ]] || continue
-        local pid
-        pid=$(cat "$file")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null
-            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        fi
-        rm -f "$file"
+    stop_group "$dir" slurmd slurmctld slurmdbd
+    stop_group "$dir" postgres mariadb munged
+}
+
+stop_group() {
+    local dir=$1 pids=() name pid
+    shift
+    for name in "$@"; do
+        [[ -f "$dir/pids/$name.pid" ]] || continue
+        pid=$(cat "$dir/pids/$name.pid")
+        kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+        rm -f "$dir/pids/$name.pid"
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     done
 }
 
