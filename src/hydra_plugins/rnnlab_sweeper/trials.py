@@ -29,7 +29,8 @@ ERROR_ATTR = "error"
 LOST_ATTR = "lost"
 RETRY_ATTR = "retry_of"
 # SLURM job states (sacct(1)) of a job the cluster ended, not the trial: it is lost and asked again, as a killed
-# local trial is. FAILED and OUT_OF_MEMORY are the trial's own failures.
+# local trial is. FAILED and OUT_OF_MEMORY are the trial's own failures. A time limit is usually seen by submitit
+# first (SIGUSR2 before it): the job then reports "Job not requeued because: timed-out", a failed trial.
 SCHEDULER_ENDED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
 # submitit's UncompletedJobError: "Job <id> (task: <n>) with path ...\nhas not produced any output (state: <STATE>...)"
 _UNCOMPLETED_JOB = re.compile(r"Job (\S+) .*?\(state: ([A-Z_]+)([^)\n]*)\)", re.DOTALL)
