@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check clean
+.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check cluster-check clean
 
 install: $(STAMP)
 
@@ -89,6 +89,13 @@ study: install
 # Without a GPU it stops at once with one line. `make gpu-check ARGS="--only tests,cells --out summary.md"`.
 gpu-check: install
 	$(PY) bench/gpu_check.py $(ARGS)
+
+# The cluster tests (tests/cluster, docs/scaling.md#slurm) on a throwaway one-node SLURM cluster with accounting
+# and a PostgreSQL server (tests/cluster/cluster.sh: root on Debian/Ubuntu; it apt-get installs slurm-wlm, munge,
+# slurmdbd and mariadb-server where missing), started here and stopped after, also on failure or Ctrl-C. Where
+# the cluster cannot start it stops with one line, `cluster: cannot start: <reason>`, and exit code 3.
+cluster-check: install
+	bash tests/cluster/cluster.sh run $(PY) -m pytest tests/cluster -m cluster -q -rs -p no:cacheprovider --durations=3 $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)

@@ -59,7 +59,8 @@ def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 
 
 SCHEMA_1 = """schema id name kind dir task parent status error epoch command overrides cwd started ended duration_s
-heartbeat heartbeat_interval host pid devices versions git params derived metrics checkpoints resumes tags note debug"""
+heartbeat heartbeat_interval host pid slurm devices versions git params derived metrics checkpoints resumes tags note
+debug"""
 
 
 def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):

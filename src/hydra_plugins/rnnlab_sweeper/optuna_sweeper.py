@@ -202,8 +202,17 @@ class RnnlabOptunaSweeper(Sweeper):
         if sweep_dir != wanted:
             say(prefix=SWEEP, message=f"{wanted} belongs to another study {name!r}: this one writes into {sweep_dir}")
         studies.claim(sweep_dir, name, safe_url(url), uid)
+        self._resolve_launcher_folder()
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         return sweep_dir
+
+    def _resolve_launcher_folder(self) -> None:
+        """submitit's job folder (``${hydra.sweep.dir}/.submitit/%j``) was resolved when Hydra made the launcher,
+        before the study's name (part of hydra.sweep.dir) was known: resolve it again, into the study's folder."""
+        params = getattr(self.launcher, "params", None)
+        folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
+        if isinstance(params, dict) and "submitit_folder" in params and folder is not None:
+            params["submitit_folder"] = str(folder)
 
     def _prepare(self, study, storage, url, sweep_dir, distributions, fixed, custom, metrics) -> Sweep:
         """The sweep as the loop runs it: where trials run, what they are told, how many the study holds."""

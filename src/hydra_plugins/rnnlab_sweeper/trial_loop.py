@@ -35,6 +35,7 @@ QUIET_LOGGERS = (
     "hydra._internal.core_plugins.basic_launcher",
     "hydra_plugins.hydra_joblib_launcher._core",
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",  # "#<n> : <overrides>" per trial
     "pytorch_lightning.utilities.rank_zero",
     "lightning_fabric.utilities.seed",
 )
@@ -43,6 +44,7 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # signal handler, before it records the outcome: Ctrl-C reaches the workers and the sweep at once, and the
 # handler runs in the main thread a moment later. Past it, the trial failed on its own.
 SIGNAL_GRACE_S = 1.0
+LOST = "LOST"  # a trial's outcome when the cluster ended its job: recorded FAIL (lost) and asked again
 
 Outcome = tuple[int, str, "str | None"]  # (trial number, state name, error reason) of a trial this sweep ran
 
@@ -260,8 +262,14 @@ class TrialLoop:
         with self.shielded(), self.study_lock:  # the slots' tells (and the sampler's after-trial work) one at a time
             if self.signal is not None:  # the trial is lost, whatever its job said: record_interrupted says so
                 raise Interrupted()
+            lost = trial_states.scheduler_loss(result)  # the cluster ended its job (scancel, time limit, ...)
+            told: tuple[str, list[float] | None, str | None]
             try:
-                told = trial_states.tell(study, trial, result, len(study.directions))
+                if lost is not None:
+                    trial_states.fail_lost(study, self.sweep.storage, trial.number, lost)  # and asked again, once
+                    told = LOST, None, lost
+                else:
+                    told = trial_states.tell(study, trial, result, len(study.directions))
             except trial_states.GridExhausted:  # this trial is recorded; there is no other point to try
                 self.stop.set()
                 frozen = self.sweep.storage.get_trial(tid)
@@ -286,6 +294,8 @@ def _outcome_text(study: Any, number: int, state: str, values: Any, reason: str 
         return f"pruned at epoch {max(steps)}" if steps else "pruned"
     if state == "FAIL":
         return f"failed: {reason}"
+    if state == LOST:
+        return f"{reason}; it runs again"
     metrics = (study.user_attrs.get(studies.STUDY_ATTR) or {}).get("metrics") or []
     names = metrics if len(metrics) == len(values or ()) else [f"value_{i}" for i in range(len(values or ()))]
     return "done: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values or ()))

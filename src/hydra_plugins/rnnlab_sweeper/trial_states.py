@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import socket
 import threading
 import warnings
@@ -27,6 +28,12 @@ log = logging.getLogger(__name__)
 ERROR_ATTR = "error"
 LOST_ATTR = "lost"
 RETRY_ATTR = "retry_of"
+# SLURM job states (sacct(1)) of a job the cluster ended, not the trial: it is lost and asked again, as a killed
+# local trial is. FAILED and OUT_OF_MEMORY are the trial's own failures. A time limit is usually seen by submitit
+# first (SIGUSR2 before it): the job then reports "Job not requeued because: timed-out", a failed trial.
+SCHEDULER_ENDED = ("CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
+# submitit's UncompletedJobError: "Job <id> (task: <n>) with path ...\nhas not produced any output (state: <STATE>...)"
+_UNCOMPLETED_JOB = re.compile(r"Job (\S+) .*?\(state: ([A-Z_]+)([^)\n]*)\)", re.DOTALL)
 
 
 def trial_id(storage: Any, study: Any, number: int) -> int:
@@ -72,6 +79,18 @@ def requeue(study: Any, trial: Any) -> None:
     if trial.user_attrs.get(RETRY_ATTR) is not None or not trial.params:
         return
     study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
+
+
+def scheduler_loss(result: Any) -> str | None:
+    """The lost reason of a trial whose job the cluster ended before it reported (``scancel``, its time limit,
+    preemption, a lost node), read from the launcher's error (submitit's ``UncompletedJobError``); else None."""
+    if not isinstance(result, BaseException) or type(result).__name__ != "UncompletedJobError":
+        return None
+    match = _UNCOMPLETED_JOB.search(str(result))
+    if match is None or match.group(2) not in SCHEDULER_ENDED:
+        return None
+    job, state, detail = match.groups()
+    return f"lost: its SLURM job {job} ended {state}{detail.rstrip()} before the trial reported"
 
 
 def retry_stale(study: Any, trial: Any) -> None:

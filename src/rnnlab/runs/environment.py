@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.runs.process import hostname
+from rnnlab.runs.scheduler import slurm_job
 
 VERSIONED_PACKAGES = ("torch", "pytorch-lightning", "hydra-core", "optuna", "rnnlab")
 
@@ -75,8 +76,9 @@ def package_versions() -> dict[str, str | None]:
 
 
 def environment() -> dict[str, Any]:
-    """Where and with what this process runs: ``{"host", "pid", "versions"}``."""
-    return {"host": hostname(), "pid": os.getpid(), "versions": dict(package_versions())}
+    """Where and with what this process runs: ``{"host", "pid", "versions", "slurm"}`` (slurm: its SLURM job,
+    rnnlab.runs.scheduler, or None)."""
+    return {"host": hostname(), "pid": os.getpid(), "versions": dict(package_versions()), "slurm": slurm_job()}
 
 
 def current_command() -> list[str]:

@@ -50,7 +50,7 @@ def _session(cwd: str | Path | None, run_dir: Path, patch_name: str) -> dict[str
     (a dirty one's changes saved as ``patch_name`` in ``run_dir``)."""
     env = environment()
     git = git_with_patch(Path(cwd or os.getcwd()).absolute(), run_dir, patch_name)
-    return {"started": now_iso(), "host": env["host"], "pid": env["pid"], "versions": env["versions"], "git": git}
+    return {"started": now_iso(), **env, "git": git}
 
 
 class RunRecord:
@@ -167,6 +167,7 @@ class RunRecord:
                 "error": None,
                 "pid": session["pid"],
                 "host": session["host"],
+                "slurm": session["slurm"],
                 "git": session["git"],
             }
         )
@@ -179,8 +180,9 @@ class RunRecord:
             heartbeat_interval=float(heartbeat_interval),
             pid=session["pid"],
             host=session["host"],
+            slurm=session["slurm"],
         )
-        changed = {"resumes", "status", "error", "ended", "duration_s", "heartbeat", "pid", "host"}
+        changed = {"resumes", "status", "error", "ended", "duration_s", "heartbeat", "pid", "host", "slurm"}
         record = cls._begin(run_dir, data, heartbeat_interval, changed)
         record._earlier_s = earlier
         return record

@@ -28,8 +28,8 @@ from rnnlab.runs.process import hostname, pid_alive
 SCHEMA = 1
 FIELDS = (
     *("schema", "id", "name", "kind", "dir", "task", "parent", "status", "error", "epoch", "command", "overrides"),
-    *("cwd", "started", "ended", "duration_s", "heartbeat", "heartbeat_interval", "host", "pid", "devices"),
-    *("versions", "git", "params", "derived", "metrics", "checkpoints", "resumes", "tags", "note", "debug"),
+    *("cwd", "started", "ended", "duration_s", "heartbeat", "heartbeat_interval", "host", "pid", "slurm"),
+    *("devices", "versions", "git", "params", "derived", "metrics", "checkpoints", "resumes", "tags", "note", "debug"),
 )
 RECORD_FILE = "run.json"
 LOCK_FILE = ".run.json.lock"

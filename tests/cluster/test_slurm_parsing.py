@@ -1,0 +1,64 @@
+"""What rnnlab reads from SLURM and submitit without a cluster: a job's identity from its environment (the run
+record's ``slurm`` field) and a job the cluster ended from submitit's error (a lost trial). The cluster tests
+check both on real jobs; these cover the spellings one node does not produce (array tasks, other states)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydra_plugins.rnnlab_sweeper.trials import scheduler_loss
+from rnnlab.runs.scheduler import slurm_job
+
+
+def test_outside_slurm_there_is_no_job():
+    assert slurm_job({"PATH": "/bin"}) is None and slurm_job({"SLURM_JOB_ID": ""}) is None
+
+
+def test_an_array_task_is_named_as_squeue_shows_it():
+    env = {
+        "SLURM_JOB_ID": "1042", "SLURM_ARRAY_JOB_ID": "1040", "SLURM_ARRAY_TASK_ID": "2",
+        "SLURMD_NODENAME": "gpu07", "SLURM_JOB_PARTITION": "gpu", "SLURM_RESTART_COUNT": "1",
+    }  # fmt: skip
+    assert slurm_job(env) == {
+        "job_id": "1040_2", "array_job_id": "1040", "array_task_id": 2, "node": "gpu07", "partition": "gpu",
+        "restart_count": 1,
+    }  # fmt: skip
+
+
+def test_a_plain_job_keeps_its_id_and_leaves_the_rest_none():
+    job = slurm_job({"SLURM_JOB_ID": "77", "SLURMD_NODENAME": "n1", "SLURM_RESTART_COUNT": "x"})
+    assert job == {
+        "job_id": "77", "array_job_id": None, "array_task_id": None, "node": "n1", "partition": None,
+        "restart_count": None,
+    }  # fmt: skip
+
+
+class UncompletedJobError(RuntimeError):
+    """Named as submitit's (the sweeper tells it by name, so that it never imports submitit)."""
+
+
+def uncompleted(job: str, state: str) -> UncompletedJobError:
+    return UncompletedJobError(
+        f"Job {job} (task: 0) with path /s/.submitit/{job}/{job}_0_result.pkl\n"
+        f"has not produced any output (state: {state})\nNo output/error stream produced ! Check: /s/x.out"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ("CANCELLED by 0", "lost: its SLURM job 12_3 ended CANCELLED by 0 before the trial reported"),
+        ("NODE_FAIL", "lost: its SLURM job 12_3 ended NODE_FAIL before the trial reported"),
+        ("PREEMPTED", "lost: its SLURM job 12_3 ended PREEMPTED before the trial reported"),
+        ("FAILED", None),  # the trial's own failure
+        ("OUT_OF_MEMORY", None),
+    ],
+)
+def test_a_job_the_cluster_ended_is_lost_and_a_failed_one_is_not(state, reason):
+    assert scheduler_loss(uncompleted("12_3", state)) == reason
+
+
+def test_other_errors_and_results_are_not_losses():
+    assert scheduler_loss(RuntimeError("has not produced any output (state: CANCELLED)")) is None  # not submitit's
+    assert scheduler_loss(UncompletedJobError("Job not requeued because: timed-out too many times.")) is None
+    assert scheduler_loss(0.5) is None

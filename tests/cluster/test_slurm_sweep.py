@@ -1,0 +1,187 @@
+"""Sweeps whose trials are SLURM jobs (hydra/launcher=submitit_slurm) on one PostgreSQL study, on the real
+throwaway cluster of conftest.py: the results as on one machine, every run's record naming its job, and a trial
+whose job is cancelled mid-trial recorded lost and run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+
+from helpers import ROOT, TINY, cli_env
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+HERE = Path(__file__).parent
+PARALLEL = 2  # the node's 2 CPUs: one trial job on each
+STUDY = "mnist1d-lstm"  # the default study name (not given: the sweeper names it after the launcher was made)
+
+
+def fresh_database(cluster: dict[str, str]) -> str:
+    """The URL of a new, empty database on the cluster's PostgreSQL server: a study of its own for each test,
+    whatever an earlier session on the same cluster (RNNLAB_CLUSTER_DIR) left behind."""
+    import sqlalchemy
+
+    url = cluster["RNNLAB_CLUSTER_PG_URL"]
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+def sweep_command(
+    storage: str, data_dir: Path, n_trials: int, *extra: str, launcher: str = "submitit_slurm"
+) -> list[str]:
+    """A tiny sweep whose trials are jobs of the test cluster, on ``storage``."""
+    tiny = [o for o in TINY if not o.startswith("model.hidden_size")]
+    return [
+        sys.executable, str(ROOT / "src" / "train.py"), "-m", "hparams_search=optuna",
+        f"hydra/launcher={launcher}", f"hydra.launcher.array_parallelism={PARALLEL}",
+        "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
+        f"hydra.sweeper.storage='{storage}'", f"hydra.sweeper.n_trials={n_trials}",
+        "model.hidden_size=int(interval(8, 12))",
+        *tiny, f"paths.data_dir={data_dir}", *extra,
+    ]  # fmt: skip
+
+
+def sweep_env(cluster: dict[str, str], root: Path, **extra: str) -> dict[str, str]:
+    env = {**cli_env(root), **cluster, "PYTHONPATH": str(HERE), **extra}
+    env.pop("RNNLAB_BUDGET", None)  # the tiny budget caps n_trials at 2: the overrides above keep trials tiny
+    return env
+
+
+def slurm(cluster: dict[str, str], *args: str) -> str:
+    env = {**os.environ, **cluster}
+    return subprocess.run(args, env=env, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def job_states(cluster: dict[str, str], job_ids: list[str], timeout: float = 60) -> dict[str, tuple[str, str]]:
+    """sacct's (state, node) of each job (accounting, as a user would ask it), once none is RUNNING any more: a
+    job's result reaches the sweep a moment before its process has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = slurm(cluster, "sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,State,NodeList")
+        rows = (line.split("|") for line in out.splitlines())
+        states = {job: (state.split()[0], node) for job, state, node in rows}
+        if time.monotonic() > deadline or not any(state in ("RUNNING", "COMPLETING") for state, _ in states.values()):
+            return states
+        time.sleep(1)
+
+
+def trials_of(storage: str, study: str = STUDY) -> list:
+    return optuna.load_study(study_name=study, storage=storage).trials
+
+
+def record(sweep_dir: Path, number: int) -> dict:
+    return json.loads((sweep_dir / f"trial_{number}" / "run.json").read_text())
+
+
+def runs_where(cluster: dict[str, str], root: Path, clause: str) -> list[dict]:
+    listed = subprocess.run(
+        [sys.executable, "-m", "rnnlab.runs", "--where", clause, "--json"],
+        env=sweep_env(cluster, root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)
+
+
+def test_six_trial_sweep_runs_each_trial_as_a_slurm_job(cluster, tmp_path, data_dir):
+    storage = fresh_database(cluster)
+    started = time.monotonic()
+    swept = subprocess.run(
+        sweep_command(storage, data_dir, 6),
+        cwd=ROOT,
+        env=sweep_env(cluster, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    print(f"6-trial SLURM sweep: {time.monotonic() - started:.0f} s")
+    trials = trials_of(storage)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
+    assert (sweep_dir / "best.yaml").is_file()
+    # submitit's job folders in the study's folder, not in multirun/mnist1d/None/.submitit
+    assert sorted(p.name for p in (tmp_path / "multirun" / "mnist1d").iterdir()) == [STUDY]
+    assert (sweep_dir / ".submitit").is_dir()
+
+    records = [record(sweep_dir, t.number) for t in trials]
+    jobs = [r["slurm"]["job_id"] for r in records]
+    assert len(set(jobs)) == 6 and all(r["status"] == "completed" for r in records)
+    assert {r["slurm"]["node"] for r in records} == {socket.gethostname()}
+    assert all("array_task_id" in r["slurm"] for r in records)  # None: submitit submits one job, not an array
+    assert job_states(cluster, jobs) == {job: ("COMPLETED", socket.gethostname()) for job in jobs}
+    found = runs_where(cluster, tmp_path, f"slurm.job_id={jobs[3]}")
+    assert [r["id"] for r in found] == [records[3]["id"]]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text()):
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended first ({process.returncode}): {process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no run was held within {timeout} s")
+        time.sleep(0.2)
+
+
+def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, data_dir):
+    # One trial's run is held inside fit (tests/cluster/holding.py) until its job is cancelled, as a user's
+    # scancel (or the cluster's) would cut a trial short; the other trials run straight through.
+    held = tmp_path / "held"
+    storage = fresh_database(cluster)
+    command = sweep_command(storage, data_dir, 4, "+callbacks.hold._target_=holding.HoldOneRun")
+    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(held, process)
+        job = held.read_text().strip()
+        slurm(cluster, "scancel", job)
+        out, err = process.communicate(timeout=420)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+
+    trials = trials_of(storage)
+    lost = [t for t in trials if t.user_attrs.get("lost")]
+    assert len(lost) == 1 and lost[0].state.name == "FAIL"
+    assert f"SLURM job {job} ended CANCELLED" in lost[0].user_attrs["error"]
+    again = [t for t in trials if t.user_attrs.get("retry_of") == lost[0].number]
+    assert len(again) == 1 and again[0].state.name == "COMPLETE" and again[0].params == lost[0].params
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert f"lost: its SLURM job {job} ended CANCELLED" in out + err
+
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
+    cancelled = record(sweep_dir, lost[0].number)
+    assert cancelled["slurm"]["job_id"] == job and cancelled["status"] == "running"  # read back as killed
+    assert job_states(cluster, [job])[job][0] == "CANCELLED"
+    assert [r["status"] for r in runs_where(cluster, tmp_path, f"slurm.job_id={job}")] == ["killed"]
+
+
+def test_slurm_gpu_launcher_asks_the_cluster_for_a_gpu(cluster, tmp_path, data_dir):
+    # conf/hydra/launcher/slurm_gpu.yaml on the test node's declared GPU (gres.conf, no device behind it): the
+    # cluster accepts and schedules the request. The trial trains on CPU (the default trainer takes what it finds):
+    # whether a GPU trial runs without a GPU is not the point, the request is.
+    storage = fresh_database(cluster)
+    command = sweep_command(storage, data_dir, 1, launcher="slurm_gpu")
+    swept = subprocess.run(command, cwd=ROOT, env=sweep_env(cluster, tmp_path), capture_output=True, text=True)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    job = record(tmp_path / "multirun" / "mnist1d" / STUDY, 0)["slurm"]["job_id"]
+    job_states(cluster, [job])  # once it has ended
+    tres = slurm(cluster, "sacct", "-n", "-X", "-P", "-j", job, "-o", "AllocTRES").strip()
+    assert "gres/gpu=1" in tres.split(","), tres
