@@ -777,6 +777,7 @@ def test_the_package_stays_a_light_leaf():
         "rnnlab.runs.process",  # whether a process still runs (stdlib), a leaf
         "rnnlab.runs.query",
         "rnnlab.runs.record",
+        "rnnlab.runs.scheduler",  # the SLURM job a process runs in (stdlib)
         "rnnlab.runs.settings",
         "rnnlab.runs.signals",  # deferred signals, SIGTERM as an interruption (stdlib)
         "rnnlab.runs.store",
