@@ -148,24 +148,68 @@ def recipe_code(title: str) -> str:
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def pause_env(root: Path, pause: Path | None = None, at: str | None = None) -> dict[str, str]:
+    """``cli_env(root)`` with tests/fixtures importable and, where ``pause`` is given, the pausing callback's
+    marker file and point (tests/fixtures/pausing.py)."""
+    env = {**cli_env(root), "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RNNLAB_TEST_PAUSE", None)
+    if pause is not None:
+        env.update(RNNLAB_TEST_PAUSE=str(pause), RNNLAB_TEST_PAUSE_AT=str(at or ""))
+    return env
+
+
+def start_script(script: str, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
+    """``src/<script> args`` started in a session of its own (a terminal's Ctrl-C goes to its process group)."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / script), *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Wait for a started command; what it printed and its exit code."""
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait until ``marker`` exists (a test callback holds the process there); fails with its stderr if the
+    process ends or the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert process.poll() is None, finish(process).stderr[-3000:]
+        assert time.monotonic() < deadline, "the run never reached its pause point"
+        time.sleep(0.1)
+
+
 def interrupt_at(args: list[str], root: Path, point: str) -> subprocess.CompletedProcess:
     """Run ``src/train.py args`` (with ``+callbacks.pause._target_=pausing.PauseAt``) until the pausing callback
     (tests/fixtures/pausing.py) holds it at ``point``, then Ctrl-C its process group, as a terminal does."""
     marker = root / "paused"
     env = {**cli_env(root), "PYTHONPATH": str(FIXTURES), "RNNLAB_TEST_PAUSE": str(marker)}
     env["RNNLAB_TEST_PAUSE_AT"] = point
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    process = start_script("train.py", args, env)
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-            time.sleep(0.1)
+        wait_for(marker, process)
         os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
         process.kill()
     marker.unlink(missing_ok=True)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time (a rewritten file shows)."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def assert_refused(result, root: Path, before: dict, *needles: str) -> str:
+    """A refused command: a non-zero exit, one ``error:`` line holding ``needles``, and ``root`` untouched."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert tree(root) == before, sorted(set(tree(root)) ^ set(before))
+    return lines[0]

@@ -13,24 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY, read_scalars, run_cli, run_clis
+from helpers import ROOT, TINY, assert_refused, read_scalars, run_cli, run_clis, tree
 
 CELLS = ("vanilla", "gru", "lstm")
-
-
-def tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under ``root`` with its size and modification time (a rewritten file shows)."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
-
-
-def assert_refused(result, root: Path, before: dict, *needles: str) -> str:
-    assert result.returncode != 0, result.stdout[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert tree(root) == before, sorted(set(tree(root)) ^ set(before))
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------------------- train.py config values

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hydra_plugins.rnnlab_sweeper.trials import scheduler_loss
+from hydra_plugins.rnnlab_sweeper.trial_states import scheduler_loss
 from rnnlab.runs.scheduler import slurm_job
 
 

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli_env, read_scalars
+from helpers import ROOT, finish, pause_env, read_scalars, start_script, wait_for
 from rnnlab.runs.hold import HOLD_FILE, RunHeld, RunHold, live_holder
 from rnnlab.runs.process import hostname
 from rnnlab.runs.store import read_record
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ARGS = [
     "model=vanilla",
     "model.hidden_size=8",
@@ -41,35 +40,12 @@ IN_USE = "is in use by another command (pid {pid} on {host} since "
 def command(
     script: str, args: list[str], root: Path, pause: Path | None = None, at: str = "", cwd: Path = ROOT
 ) -> subprocess.Popen:
-    env = {**cli_env(root), "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")])}
-    if pause is not None:
-        env.update(RNNLAB_TEST_PAUSE=str(pause), RNNLAB_TEST_PAUSE_AT=at)
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / script), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return start_script(script, args, pause_env(root, pause, at), cwd)
 
 
 def run_at_once(*commands: tuple) -> list[subprocess.CompletedProcess]:
     with ThreadPoolExecutor(len(commands)) as pool:
         return list(pool.map(lambda c: finish(command(*c)), commands))
-
-
-def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        assert process.poll() is None, finish(process).stderr[-3000:]
-        assert time.monotonic() < deadline, "the run never reached its pause point"
-        time.sleep(0.1)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

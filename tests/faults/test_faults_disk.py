@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli_env, run_cli
+from helpers import FIXTURES, ROOT, cli_env, run_cli
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 TINY_RUN = ["model.hidden_size=8", "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "threads=1"]
 
 

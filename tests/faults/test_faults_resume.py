@@ -8,55 +8,27 @@ loggers), then while testing, after its last epoch. The same command resumes it 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, cli_env, read_scalars, read_session_status
+from helpers import finish, pause_env, read_scalars, read_session_status, start_script, wait_for
 from rnnlab.runs.store import read_record
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EPOCHS = 3
 BATCHES = 3  # per epoch: epoch e's epoch-level points are at step 3e + 2
 
 
-def command_env(root: Path, pause: Path | None = None, at: str | None = None) -> dict[str, str]:
-    env = {**cli_env(root), "PYTHONPATH": os.pathsep.join([str(FIXTURES), os.environ.get("PYTHONPATH", "")])}
-    env.pop("RNNLAB_TEST_PAUSE", None)
-    if pause is not None:
-        env.update(RNNLAB_TEST_PAUSE=str(pause), RNNLAB_TEST_PAUSE_AT=str(at))
-    return env
-
-
 def start(args: list[str], root: Path, pause: Path | None = None, at: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / "train.py"), *args],
-        cwd=ROOT,
-        env=command_env(root, pause, at),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    out, err = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return start_script("train.py", args, pause_env(root, pause, at))
 
 
 def kill_when_paused(process: subprocess.Popen, marker: Path, timeout: float = 240) -> None:
     """SIGKILL ``process`` once it holds at its pause point (it created ``marker``)."""
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        assert process.poll() is None, finish(process).stderr[-3000:]
-        assert time.monotonic() < deadline, "the run never reached its pause point"
-        time.sleep(0.1)
+    wait_for(marker, process, timeout)
     process.kill()
     process.wait(timeout=60)
     marker.unlink()

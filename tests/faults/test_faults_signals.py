@@ -12,17 +12,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY, cli_env, run_cli
+from helpers import FIXTURES, TINY, cli_env, run_cli, start_script, wait_for
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -32,15 +28,9 @@ def signalled(script: str, args: list[str], root: Path, hold: dict[str, str], si
     as ``kill``); its exit code and stderr."""
     (marker,) = [Path(value.rpartition(":")[2]) for value in hold.values()]
     env = {**cli_env(root), "PYTHONPATH": str(FIXTURES), "RNNLAB_BUDGET": "tiny", **hold}
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "src" / script), *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+    process = start_script(script, args, env)
     try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
-            time.sleep(0.1)
+        wait_for(marker, process)
         if signum == signal.SIGINT:
             os.killpg(process.pid, signum)
         else:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY, run_clis
-from test_user_errors import assert_refused, tree
+from helpers import ROOT, TINY, assert_refused, run_clis, tree
 
 SIZES_TOO_BIG = [
     (["data.val_size=100000"], ["data.val_size=100000", "smaller than the 4000 training samples"]),
