@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check cluster-check clean
+.PHONY: install lint format train eval generate test test-quick bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check cluster-check clean
 
 install: $(STAMP)
 
@@ -43,6 +43,13 @@ format: install
 
 test: install lint
 	$(PY) -m pytest $(ARGS)
+
+# The edit loop (<= 90 s): the unit tests of the modules that run in-process, and one tiny end-to-end run.
+QUICK_TESTS := tests/test_cells.py tests/test_augment.py tests/test_data.py tests/test_encoders.py tests/test_layout.py \
+	tests/test_runs.py tests/test_text.py tests/test_fused.py tests/test_tasks.py tests/test_diagnostics.py \
+	tests/test_report.py tests/test_console.py
+test-quick: install
+	$(PY) -m pytest -m "smoke or not (slow or docs or configs or cluster)" -p no:cacheprovider $(QUICK_TESTS) $(ARGS)
 
 bench: install
 	$(PY) bench/run.py $(ARGS)

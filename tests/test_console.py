@@ -85,6 +85,7 @@ def test_a_default_run_in_a_terminal_prints_a_few_lines_besides_the_progress_bar
 
 
 @pytest.mark.slow
+@pytest.mark.smoke
 def test_a_default_run_piped_prints_a_few_lines(tmp_path):
     result = subprocess.run(
         [sys.executable, "src/train.py"], cwd=ROOT, env=tiny_env(tmp_path), capture_output=True, text=True
