@@ -203,6 +203,11 @@ def test_group_parent_puts_each_sweep_study_and_compare_together(mixed_runs, mon
 def test_columns_chooses_and_an_unknown_column_is_one_error_line(mixed_runs):
     done = cli("--columns", "name,lr,test/acc,tags", root=mixed_runs)
     assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["name", "lr", "test/acc", "tags"]
+    import torch
+
+    done = cli("--columns", "name,versions.torch", root=mixed_runs)  # any value --where can name
+    assert done.returncode == 0 and done.stdout.splitlines()[0].split() == ["name", "versions.torch"]
+    assert {line.split()[-1] for line in done.stdout.splitlines()[1:]} == {torch.__version__}
     done = cli("--columns", "name,nope", root=mixed_runs)
     assert done.returncode == 2 and done.stdout == "" and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith("error: --columns 'nope' is not a column of these runs; allowed: id, name")

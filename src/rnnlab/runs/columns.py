@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rnnlab.runs.formatting import local_time, run_duration, value_text
-from rnnlab.runs.query import as_text, metric_names, short_id
+from rnnlab.runs.query import as_text, has_key, lookup, metric_names, short_id
 from rnnlab.runs.settings import KEY_SETTINGS, record_settings, short_names
 
 _TRIAL = re.compile(r"^trial_(\d+)$")
@@ -94,6 +94,14 @@ def number_format(values: Sequence[Any]) -> Callable[[Any], str] | None:
 def _cells(values: Sequence[Any]) -> tuple[list[str], bool]:
     fmt = number_format(values)
     return ([fmt(v) for v in values], True) if fmt else ([value_text(v) for v in values], False)
+
+
+def record_column(records: Sequence[Mapping[str, Any]], key: str) -> Column | None:
+    """A column of any value ``--where`` can name (``slurm.job_id``, ``git.dirty``), or None where no record has
+    one."""
+    if not any(has_key([r], key) for r in records):
+        return None
+    return Column(key, key, *_cells([lookup(r, key) if has_key([r], key) else None for r in records]))
 
 
 # ------------------------------------------------------------------------------------------- columns

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from rnnlab.runs.columns import FIELDS, Column, all_columns, default_keys, fit, parent_of
+from rnnlab.runs.columns import FIELDS, Column, all_columns, default_keys, fit, parent_of, record_column
 from rnnlab.runs.formatting import STATUS_STYLES, console, on_terminal, value_text
 from rnnlab.runs.query import as_text, metric_names, sort_records
 from rnnlab.runs.store import find_records
@@ -81,6 +81,10 @@ def chosen_columns(
     columns = all_columns(records)
     if wanted:
         labels = {column.label: key for key, column in columns.items()}
+        for name in wanted:  # any other value of the records, by the name --where gives it
+            extra = None if name in columns or name in labels else record_column(records, name)
+            if extra is not None:
+                columns[name] = extra
         unknown = [name for name in wanted if name not in columns and name not in labels]
         if unknown:
             allowed = ", ".join([*FIELDS, *(c.label for k, c in columns.items() if k not in FIELDS)][:30])
