@@ -190,22 +190,28 @@ def test_plan_commands_with_the_slurm_launcher(tmp_path, monkeypatch):
     (bin_dir / "srun").write_text("#!/bin/sh\n")
     (bin_dir / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    plan, _ = plan_for(tmp_path, monkeypatch, "study.launcher=slurm", "study.jobs=3")
+    plan, _ = plan_for(tmp_path, monkeypatch, "study.launcher=slurm", "study.jobs=3", "study.srun=['--mem=3G']")
     sweep = plan.sweep_command("gru", Path("train.py"))
     assert not any(arg.startswith(("hydra/launcher=joblib", "hydra.launcher.n_jobs")) for arg in sweep)
     launcher = sweep[sweep.index("hydra/launcher=submitit_slurm") :]
-    assert launcher[1:3] == ["hydra.launcher.name=default-gru", "hydra.launcher.array_parallelism=3"]
+    assert launcher[1:4] == [
+        "hydra.launcher.name=default-gru",
+        "hydra.launcher.array_parallelism=3",
+        f"hydra.launcher.cpus_per_task={plan.threads}",
+    ]
     # a launcher of the user's (its fields can be set only with it) replaces submitit_slurm; theirs come last
     gpu, _ = plan_for(
         tmp_path, monkeypatch, "study.launcher=slurm", "hydra/launcher=slurm_gpu", "hydra.launcher.mem_gb=4"
     )
     sweep = gpu.sweep_command("gru", Path("train.py"))
     assert "hydra/launcher=submitit_slurm" not in sweep and "hydra.launcher.name=default-gru" in sweep
+    assert not any(arg.startswith("hydra.launcher.cpus_per_task") for arg in sweep)  # slurm_gpu's own 4
     assert sweep[-2:] == ["hydra/launcher=slurm_gpu", "hydra.launcher.mem_gb=4"]
     confirm = plan.confirm_command("gru", {"model.hidden_size": 40}, 1, Path("train.py"))
     srun = confirm[: confirm.index(sys.executable)]
     assert srun[:3] == ["srun", "--job-name=default-gru-seed1", "--ntasks=1"] and "--quit-on-interrupt" in srun
     assert f"--cpus-per-task={plan.threads}" in srun and f"threads={plan.threads}" in confirm
+    assert srun[-1] == "--mem=3G"  # study.srun, after the study's own options
     # the same runs as locally: the same confirm directory, so a study can change its launcher and continue
     local, _ = plan_for(tmp_path, monkeypatch)
     assert local.confirm_command("gru", {"model.hidden_size": 40}, 1, Path("train.py")) == confirm[len(srun) :]
@@ -236,6 +242,7 @@ def test_the_slurm_launcher_needs_srun(tmp_path, tmp_path_factory, monkeypatch):
         (["study.match=maybe"], "study.match='maybe' is not allowed; allowed: none, params"),
         (["study.max_params=-5"], "study.max_params=-5 is not allowed"),
         (["study.launcher=cloud"], "study.launcher='cloud' is not allowed; allowed: local, slurm"),
+        (["study.srun=['partition=cpu']"], "study.srun=['partition=cpu'] is not allowed; give a list of srun options"),
         (["study.params=5"], "study.params=5 is not allowed; give a mapping"),
         (["study.params={model.optimizer.lr:'interval(1e-3'}"], "does not parse"),
         (["study.params={model.optimizer.lr:'glob(*)'}"], "is not a search space"),

@@ -66,6 +66,7 @@ class Plan:
     match: str
     max_params: int | None
     launcher: str  # local | slurm (study.launcher): the sweeps' trials and the confirm runs as SLURM jobs
+    srun_options: list[str]  # study.srun: the user's options for each confirm run's srun (partition, GPUs, ...)
     metric: str  # the optimised (validation) metric, as the data config sets it
     mode: str  # max | min
     space: dict[str, str]  # study.params: key -> search space (or a fixed value), as an override's value
@@ -111,12 +112,10 @@ class Plan:
     def sweep_command(self, cell: str, train_py: Path) -> list[str]:
         own_launcher = any(override_key(o) == "hydra/launcher" for o in self.sweep_hydra)  # e.g. slurm_gpu: theirs
         if self.launcher == "slurm":  # the user's hydra.launcher.* (partition, mem_gb, ...) come after these
-            jobs = [] if own_launcher else ["hydra/launcher=submitit_slurm"]
-            jobs += [
-                f"hydra.launcher.name={self.study_name(cell)}",  # sacct's JobName of each trial
-                f"hydra.launcher.array_parallelism={self.jobs}",
-                f"hydra.launcher.cpus_per_task={self.threads}",
-            ]
+            # sacct's JobName of each trial; study.jobs trials at once; a launcher of the user's keeps its CPUs
+            jobs = [f"hydra.launcher.name={self.study_name(cell)}", f"hydra.launcher.array_parallelism={self.jobs}"]
+            if not own_launcher:
+                jobs = ["hydra/launcher=submitit_slurm", *jobs, f"hydra.launcher.cpus_per_task={self.threads}"]
         elif self.jobs > 1 and not own_launcher:
             jobs = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={self.jobs}"]
         else:
@@ -174,12 +173,12 @@ class Plan:
 
     def srun(self, job_name: str) -> list[str]:
         """``study.launcher=slurm``: the prefix that makes a command one SLURM job (its output streamed back as a
-        local child's; one Ctrl-C cancels the job, whose run then stops as on SIGTERM); nothing locally."""
+        local child's; the study's stop, one SIGINT, makes srun end the job at once); nothing locally."""
         if self.launcher != "slurm":
             return []
         return [
             "srun", f"--job-name={job_name}", "--ntasks=1", f"--cpus-per-task={self.threads}",
-            "--quit-on-interrupt", "--unbuffered",
+            "--quit-on-interrupt", "--unbuffered", *self.srun_options,
         ]  # fmt: skip
 
     # ------------------------------------------------------------------------------------ settings
@@ -230,6 +229,7 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
         raise ConfigError("the config has no study block; run src/study.py (conf/study.yaml)")
     name, cells, match, max_params = _check_study_block(study)
     launcher = _check_launcher(study.get("launcher", "local"))
+    srun_options = _check_srun_options(study.get("srun"))
     for override in [*task_overrides, *hydra_overrides]:
         key = override_key(override)
         if key in OWNED:
@@ -250,6 +250,7 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
         match=str(match),
         max_params=max_params,
         launcher=launcher,
+        srun_options=srun_options,
         metric=str(cfg.optimized_metric),
         mode=str(cfg.optimized_mode),
         space=space,
@@ -295,6 +296,19 @@ def _check_launcher(launcher: Any) -> str:
     if launcher == "slurm" and shutil.which("srun") is None:
         raise ConfigError("study.launcher=slurm needs SLURM's srun on PATH; allowed: study.launcher=local here")
     return str(launcher)
+
+
+def _check_srun_options(options: Any) -> list[str]:
+    """``study.srun``: a list of srun options (each ``-x`` or ``--name[=value]``), or null."""
+    if options is None:
+        return []
+    options = _plain(options)
+    if not isinstance(options, list) or not all(isinstance(o, str) and o.startswith("-") for o in options):
+        raise ConfigError(
+            f"study.srun={options!r} is not allowed; give a list of srun options, "
+            f"e.g. \"study.srun=['--partition=cpu','--mem=8G']\""
+        )
+    return options
 
 
 def _check_match_space(match: Any, searched: dict[str, str], space: dict[str, str]) -> None:
