@@ -225,6 +225,16 @@ def test_the_slurm_launcher_needs_srun(tmp_path, tmp_path_factory, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def test_the_slurm_launcher_runs_trials_with_a_slurm_launcher_only(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError) as caught:
+        plan_for(tmp_path, monkeypatch, "study.launcher=slurm", "hydra/launcher=joblib")
+    assert str(caught.value) == (
+        "hydra/launcher=joblib is not allowed with study.launcher=slurm; allowed: a SLURM launcher "
+        "(hydra/launcher=submitit_slurm, slurm_gpu) or study.launcher=local"
+    )
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -228,7 +228,7 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
     if not isinstance(study, DictConfig):
         raise ConfigError("the config has no study block; run src/study.py (conf/study.yaml)")
     name, cells, match, max_params = _check_study_block(study)
-    launcher = _check_launcher(study.get("launcher", "local"))
+    launcher = _check_launcher(study.get("launcher", "local"), hydra_overrides, hydra)
     srun_options = _check_srun_options(study.get("srun"))
     for override in [*task_overrides, *hydra_overrides]:
         key = override_key(override)
@@ -287,12 +287,19 @@ def _check_study_block(study: DictConfig) -> tuple[str, list[str], Any, Any]:
     return name, cells, match, max_params
 
 
-def _check_launcher(launcher: Any) -> str:
-    """``study.launcher``, one of LAUNCHERS; ``slurm`` needs SLURM's ``srun`` here (the confirm runs' jobs)."""
+def _check_launcher(launcher: Any, hydra_overrides: list[str], hydra: DictConfig) -> str:
+    """``study.launcher``, one of LAUNCHERS; ``slurm`` needs SLURM's ``srun`` here (the confirm runs' jobs) and
+    a SLURM launcher for the trials where the user names one."""
     import shutil
 
     if launcher not in LAUNCHERS:
         raise ConfigError(not_allowed("study.launcher", launcher, LAUNCHERS, sort=False))
+    given = [o for o in hydra_overrides if override_key(o) == "hydra/launcher"]
+    if launcher == "slurm" and given and not str(hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher"):
+        raise ConfigError(
+            f"{given[-1]} is not allowed with study.launcher=slurm; allowed: a SLURM launcher "
+            "(hydra/launcher=submitit_slurm, slurm_gpu) or study.launcher=local"
+        )
     if launcher == "slurm" and shutil.which("srun") is None:
         raise ConfigError("study.launcher=slurm needs SLURM's srun on PATH; allowed: study.launcher=local here")
     return str(launcher)
