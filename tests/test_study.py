@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -183,6 +184,57 @@ def test_plan_commands(tmp_path, monkeypatch):
     assert base != plan.confirm_dir("gru", {"model.hidden_size": 41})
 
 
+def test_plan_commands_with_the_slurm_launcher(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"  # srun is only looked up here (the command is not run)
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    plan, _ = plan_for(tmp_path, monkeypatch, "study.launcher=slurm", "study.jobs=3", "study.srun=['--mem=3G']")
+    sweep = plan.sweep_command("gru", Path("train.py"))
+    assert not any(arg.startswith(("hydra/launcher=joblib", "hydra.launcher.n_jobs")) for arg in sweep)
+    launcher = sweep[sweep.index("hydra/launcher=submitit_slurm") :]
+    assert launcher[1:4] == [
+        "hydra.launcher.name=default-gru",
+        "hydra.launcher.array_parallelism=3",
+        f"hydra.launcher.cpus_per_task={plan.threads}",
+    ]
+    # a launcher of the user's (its fields can be set only with it) replaces submitit_slurm; theirs come last
+    gpu, _ = plan_for(
+        tmp_path, monkeypatch, "study.launcher=slurm", "hydra/launcher=slurm_gpu", "hydra.launcher.mem_gb=4"
+    )
+    sweep = gpu.sweep_command("gru", Path("train.py"))
+    assert "hydra/launcher=submitit_slurm" not in sweep and "hydra.launcher.name=default-gru" in sweep
+    assert not any(arg.startswith("hydra.launcher.cpus_per_task") for arg in sweep)  # slurm_gpu's own 4
+    assert sweep[-2:] == ["hydra/launcher=slurm_gpu", "hydra.launcher.mem_gb=4"]
+    confirm = plan.confirm_command("gru", {"model.hidden_size": 40}, 1, Path("train.py"))
+    srun = confirm[: confirm.index(sys.executable)]
+    assert srun[:3] == ["srun", "--job-name=default-gru-seed1", "--ntasks=1"] and "--quit-on-interrupt" in srun
+    assert f"--cpus-per-task={plan.threads}" in srun and f"threads={plan.threads}" in confirm
+    assert srun[-1] == "--mem=3G"  # study.srun, after the study's own options
+    # the same runs as locally: the same confirm directory, so a study can change its launcher and continue
+    local, _ = plan_for(tmp_path, monkeypatch)
+    assert local.confirm_command("gru", {"model.hidden_size": 40}, 1, Path("train.py")) == confirm[len(srun) :]
+
+
+def test_the_slurm_launcher_needs_srun(tmp_path, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("no-slurm")))  # no srun (nor anything else) on PATH
+    with pytest.raises(ConfigError) as caught:
+        plan_for(tmp_path, monkeypatch, "study.launcher=slurm")
+    assert str(caught.value) == "study.launcher=slurm needs SLURM's srun on PATH; allowed: study.launcher=local here"
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_slurm_launcher_runs_trials_with_a_slurm_launcher_only(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError) as caught:
+        plan_for(tmp_path, monkeypatch, "study.launcher=slurm", "hydra/launcher=joblib")
+    assert str(caught.value) == (
+        "hydra/launcher=joblib is not allowed with study.launcher=slurm; allowed: a SLURM launcher "
+        "(hydra/launcher=submitit_slurm, slurm_gpu) or study.launcher=local"
+    )
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -199,6 +251,8 @@ def test_plan_commands(tmp_path, monkeypatch):
         (["study.name=../up"], "study.name='../up' is not allowed"),
         (["study.match=maybe"], "study.match='maybe' is not allowed; allowed: none, params"),
         (["study.max_params=-5"], "study.max_params=-5 is not allowed"),
+        (["study.launcher=cloud"], "study.launcher='cloud' is not allowed; allowed: local, slurm"),
+        (["study.srun=['partition=cpu']"], "study.srun=['partition=cpu'] is not allowed; give a list of srun options"),
         (["study.params=5"], "study.params=5 is not allowed; give a mapping"),
         (["study.params={model.optimizer.lr:'interval(1e-3'}"], "does not parse"),
         (["study.params={model.optimizer.lr:'glob(*)'}"], "is not a search space"),
@@ -272,6 +326,7 @@ def test_match_params_caps_each_cell_under_one_ceiling(tmp_path, monkeypatch, da
         ["study.params={model.optimizer.lr:'tag(log, interval(1e-3'"],  # the override itself does not parse
         ["data=nope"],
         ["study.match=params", "study.max_params=100"],  # below every cell's smallest model
+        ["study.launcher=cloud"],
     ],
 )
 def test_a_wrong_command_is_one_line_and_writes_nothing(tmp_path, args):

@@ -20,6 +20,7 @@ from rnnlab.errors import ConfigError, check_number, check_one_of, not_allowed
 from rnnlab.sweep.results import override_value
 
 MATCHES = ("none", "params")
+LAUNCHERS = ("local", "slurm")  # study.launcher: where the trials and confirm runs run
 SETTINGS_FILE = "settings.json"  # what the study was tuned with; a rerun must give the same
 NAME_PATTERN = r"[A-Za-z0-9][\w.-]*"
 # Upper bounds that catch a typo (an extra digit) before it books days of compute.
@@ -64,6 +65,8 @@ class Plan:
     jobs: int
     match: str
     max_params: int | None
+    launcher: str  # local | slurm (study.launcher): the sweeps' trials and the confirm runs as SLURM jobs
+    srun_options: list[str]  # study.srun: the user's options for each confirm run's srun (partition, GPUs, ...)
     metric: str  # the optimised (validation) metric, as the data config sets it
     mode: str  # max | min
     space: dict[str, str]  # study.params: key -> search space (or a fixed value), as an override's value
@@ -107,12 +110,16 @@ class Plan:
         return space
 
     def sweep_command(self, cell: str, train_py: Path) -> list[str]:
-        own_launcher = any(override_key(o) == "hydra/launcher" for o in self.sweep_hydra)  # e.g. SLURM: theirs
-        jobs = (
-            ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={self.jobs}"]
-            if self.jobs > 1 and not own_launcher
-            else []
-        )
+        own_launcher = any(override_key(o) == "hydra/launcher" for o in self.sweep_hydra)  # e.g. slurm_gpu: theirs
+        if self.launcher == "slurm":  # the user's hydra.launcher.* (partition, mem_gb, ...) come after these
+            # sacct's JobName of each trial; study.jobs trials at once; a launcher of the user's keeps its CPUs
+            jobs = [f"hydra.launcher.name={self.study_name(cell)}", f"hydra.launcher.array_parallelism={self.jobs}"]
+            if not own_launcher:
+                jobs = ["hydra/launcher=submitit_slurm", *jobs, f"hydra.launcher.cpus_per_task={self.threads}"]
+        elif self.jobs > 1 and not own_launcher:
+            jobs = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={self.jobs}"]
+        else:
+            jobs = []
         return [
             sys.executable,
             str(train_py),
@@ -142,12 +149,18 @@ class Plan:
         searched = set(self.search_space(cell))
         return [o for o in self.passthrough if override_key(o) not in searched]
 
-    def confirm_command(self, cell: str, params: dict[str, Any], seed: int, train_py: Path) -> list[str]:
+    @property
+    def threads(self) -> int:
+        """Each trial's and confirm run's share of this machine's cores (``study.jobs`` at once)."""
         from rnnlab.devices import cpu_share
 
-        threads = [] if self.threads_given else [f"threads={cpu_share(self.jobs)}"]
+        return cpu_share(self.jobs)
+
+    def confirm_command(self, cell: str, params: dict[str, Any], seed: int, train_py: Path) -> list[str]:
+        threads = [] if self.threads_given else [f"threads={self.threads}"]
         run_dir = self.confirm_dir(cell, params) / f"seed{seed}"
         return [
+            *self.srun(f"{self.name}-{cell}-seed{seed}"),
             sys.executable,
             str(train_py),
             *self.confirm_overrides(cell, params),
@@ -157,6 +170,16 @@ class Plan:
             f"+parent={override_value({'kind': 'study', 'dir': str(self.dir), 'study': self.name})}",
             f"hydra.run.dir={override_value(str(run_dir))}",
         ]
+
+    def srun(self, job_name: str) -> list[str]:
+        """``study.launcher=slurm``: the prefix that makes a command one SLURM job (its output streamed back as a
+        local child's; the study's stop, one SIGINT, makes srun end the job at once); nothing locally."""
+        if self.launcher != "slurm":
+            return []
+        return [
+            "srun", f"--job-name={job_name}", "--ntasks=1", f"--cpus-per-task={self.threads}",
+            "--quit-on-interrupt", "--unbuffered", *self.srun_options,
+        ]  # fmt: skip
 
     # ------------------------------------------------------------------------------------ settings
 
@@ -205,6 +228,8 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
     if not isinstance(study, DictConfig):
         raise ConfigError("the config has no study block; run src/study.py (conf/study.yaml)")
     name, cells, match, max_params = _check_study_block(study)
+    launcher = _check_launcher(study.get("launcher", "local"), hydra_overrides, hydra)
+    srun_options = _check_srun_options(study.get("srun"))
     for override in [*task_overrides, *hydra_overrides]:
         key = override_key(override)
         if key in OWNED:
@@ -224,6 +249,8 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
         jobs=int(study.jobs),
         match=str(match),
         max_params=max_params,
+        launcher=launcher,
+        srun_options=srun_options,
         metric=str(cfg.optimized_metric),
         mode=str(cfg.optimized_mode),
         space=space,
@@ -258,6 +285,37 @@ def _check_study_block(study: DictConfig) -> tuple[str, list[str], Any, Any]:
     if max_params is not None:
         check_number("study.max_params", max_params, integer=True, low=1, low_inclusive=True)
     return name, cells, match, max_params
+
+
+def _check_launcher(launcher: Any, hydra_overrides: list[str], hydra: DictConfig) -> str:
+    """``study.launcher``, one of LAUNCHERS; ``slurm`` needs SLURM's ``srun`` here (the confirm runs' jobs) and
+    a SLURM launcher for the trials where the user names one."""
+    import shutil
+
+    if launcher not in LAUNCHERS:
+        raise ConfigError(not_allowed("study.launcher", launcher, LAUNCHERS, sort=False))
+    given = [o for o in hydra_overrides if override_key(o) == "hydra/launcher"]
+    if launcher == "slurm" and given and not str(hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher"):
+        raise ConfigError(
+            f"{given[-1]} is not allowed with study.launcher=slurm; allowed: a SLURM launcher "
+            "(hydra/launcher=submitit_slurm, slurm_gpu) or study.launcher=local"
+        )
+    if launcher == "slurm" and shutil.which("srun") is None:
+        raise ConfigError("study.launcher=slurm needs SLURM's srun on PATH; allowed: study.launcher=local here")
+    return str(launcher)
+
+
+def _check_srun_options(options: Any) -> list[str]:
+    """``study.srun``: a list of srun options (each ``-x`` or ``--name[=value]``), or null."""
+    if options is None:
+        return []
+    options = _plain(options)
+    if not isinstance(options, list) or not all(isinstance(o, str) and o.startswith("-") for o in options):
+        raise ConfigError(
+            f"study.srun={options!r} is not allowed; give a list of srun options, "
+            f"e.g. \"study.srun=['--partition=cpu','--mem=8G']\""
+        )
+    return options
 
 
 def _check_match_space(match: Any, searched: dict[str, str], space: dict[str, str]) -> None:
