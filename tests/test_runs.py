@@ -161,6 +161,23 @@ def test_interrupt_on_sigterm_restores_the_previous_handler():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_ctrl_c_that_python_swallows_is_still_received_and_the_run_stops_at_its_next_batch():
+    from rnnlab.app.session import RecordProgress
+    from rnnlab.runs.signals import ctrl_c_received
+
+    class RaisesInAFinalizer:
+        def __del__(self) -> None:  # a KeyboardInterrupt raised here is printed and dropped by Python
+            signal.raise_signal(signal.SIGINT)
+
+    with interrupt_on_sigterm():
+        RaisesInAFinalizer()  # collected at once: the Ctrl-C lands in __del__
+        assert ctrl_c_received()
+        with pytest.raises(KeyboardInterrupt, match="the first was lost"):
+            RecordProgress.on_train_batch_end(None)  # the run's next batch: stopped
+    assert not ctrl_c_received()  # the next command in this process starts afresh
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 LIVE_RUN = """
 import sys, time
 from pathlib import Path

@@ -27,6 +27,7 @@ from rnnlab.errors import Terminated, disk_full, first_line
 from rnnlab.runs.environment import current_command
 from rnnlab.runs.record import RunRecord, fate
 from rnnlab.runs.settings import derived_keys, settings
+from rnnlab.runs.signals import ctrl_c_received
 from rnnlab.runs.store import RECORD_FILE, flatten_params
 from rnnlab.sweep.trial import is_trial
 
@@ -144,6 +145,21 @@ class RecordProgress(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.exception = exception
+
+    # A Ctrl-C whose KeyboardInterrupt Python swallowed (raised in a finalizer) stops the run at the next batch.
+    def on_train_batch_end(self, *args: Any) -> None:
+        _stop_if_ctrl_c()
+
+    def on_validation_batch_end(self, *args: Any) -> None:
+        _stop_if_ctrl_c()
+
+    def on_test_batch_end(self, *args: Any) -> None:
+        _stop_if_ctrl_c()
+
+
+def _stop_if_ctrl_c() -> None:
+    if ctrl_c_received():
+        raise KeyboardInterrupt("Ctrl-C (raised again: the first was lost)")
 
 
 class RunSession:

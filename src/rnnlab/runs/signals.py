@@ -58,6 +58,22 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(number)
 
 
+_ctrl_c: list[int] = []  # Ctrl-Cs received inside interrupt_on_sigterm's block
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGINT's handler: Python's own (KeyboardInterrupt), remembered: one raised where Python swallows
+    exceptions (a finalizer, a callback from C) is otherwise lost, and the run would train on."""
+    _ctrl_c.append(signum)
+    raise KeyboardInterrupt
+
+
+def ctrl_c_received() -> bool:
+    """Whether Ctrl-C came inside ``interrupt_on_sigterm``'s block (the run must stop, even if its
+    KeyboardInterrupt was swallowed: ``rnnlab.app.session`` raises it again at the next batch)."""
+    return bool(_ctrl_c)
+
+
 def raise_terminated(signum: int, frame: Any) -> None:
     """SIGTERM's handler: raises ``Terminated`` where Ctrl-C would raise KeyboardInterrupt; not while a handler
     that calls this one along (Lightning's, in fit) is installed over it: that one stops the run its own way."""
@@ -69,13 +85,22 @@ def raise_terminated(signum: int, frame: Any) -> None:
 def interrupt_on_sigterm() -> Iterator[None]:
     """Within the block, SIGTERM (``kill``, SLURM's time limit) raises ``Terminated`` (a KeyboardInterrupt) in
     the main thread, so every clean-up that runs for Ctrl-C runs for it (``RunRecord.guard`` records the run
-    as interrupted); the previous handler is restored afterwards. Outside the main thread (where handlers
+    as interrupted), and Ctrl-C is remembered (``ctrl_c_received``); the previous handlers are restored
+    afterwards. Outside the main thread (where handlers
     cannot be set) it does nothing."""
     if not _main_thread():
         yield
         return
+    _ctrl_c.clear()
     previous = signal.signal(signal.SIGTERM, raise_terminated)
+    # Ctrl-C as Python's own handler does it, remembered (ctrl_c_received); a handler set by someone else stays.
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        _ctrl_c.clear()
