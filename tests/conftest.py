@@ -5,6 +5,7 @@ Helpers (the tiny budget, the CLI runner, TensorBoard readers) are in ``helpers.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from helpers import TINY, compose_config
 from rnnlab.app.setup import register_resolvers
 
 register_resolvers()
+
+# A suite started in the background by a script (`make test &`) inherits SIGINT ignored, and so would every
+# command it starts: the Ctrl-C tests would find Ctrl-C doing nothing. A handled signal is reset to its
+# default in the commands the tests start, so each gets Python's KeyboardInterrupt as a user's terminal gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

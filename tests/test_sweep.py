@@ -299,7 +299,8 @@ def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, dat
     threads = [
         v for _, v in read_scalars(tmp_path / "logs" / "mnist1d" / "sweeps" / STUDY / "trial_0")["trial/threads"]
     ]
-    assert threads[0] == cpu_share(2) and threads[-1] == cpu_share(1), threads
+    # (its first epoch may come before the other slot's first trial is under way on a loaded machine)
+    assert cpu_share(2) in threads and threads[-1] == cpu_share(1), threads
 
 
 TWO_WORKERS = ["hydra.sweeper.n_trials=3", "threads=1"]  # one core each
