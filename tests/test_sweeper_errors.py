@@ -140,6 +140,23 @@ def test_trial_override_templates_are_checked_in_one_line(templates, if_null, fr
     assert fragment in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_if_cluster_templates_are_checked_and_told_only_to_trials_on_a_cluster():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.rnnlab_sweeper.trial_overrides import TrialOverrides
+
+    with pytest.raises(ValueError, match=r"if_cluster='x=1' is not allowed; allowed: a list of override templates"):
+        TrialOverrides([], {}, "x=1").check()
+    with pytest.raises(ValueError, match=r"if_cluster\[0\]='x=\(' is not allowed; allowed: a Hydra override"):
+        TrialOverrides([], {}, ["x=("]).check()
+    overrides = TrialOverrides([], {}, ["callbacks.last_checkpoint.every_n_epochs=1", "nokey.here=1"])
+    overrides.check()
+    config = OmegaConf.create({"callbacks": {"last_checkpoint": {"every_n_epochs": 0}}})
+    assert overrides.per_sweep(config, {}, on_cluster=False) == []
+    # a plain key=value whose key the app's config lacks is left out, as for trial_overrides
+    assert overrides.per_sweep(config, {}, on_cluster=True) == ["callbacks.last_checkpoint.every_n_epochs=1"]
+
+
 def test_a_misspelt_swept_key_stops_before_any_trial(tmp_path):
     result = run_cli("train.py", "-m", "hparams_search=optuna", "model.hiden=choice(1,2)", root=tmp_path)
     assert_one_error_line(result, "swept key 'model.hiden' is not in the config", "+key=... to add one")

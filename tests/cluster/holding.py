@@ -1,9 +1,12 @@
 """A test-only callback (``+callbacks.hold._target_=holding.HoldOneRun``, tests/cluster on PYTHONPATH) that holds
-ONE run of a sweep inside Lightning's fit so a test can ``scancel`` its SLURM job there, mid-trial.
+ONE run of a sweep inside Lightning's fit so a test can ``scancel`` or ``scontrol requeue`` its SLURM job there,
+mid-trial.
 
-Where ``RNNLAB_TEST_PAUSE`` names a file, the first run to reach the end of its first training epoch claims it
-(``<file>.claim``, created exclusively: any later run goes straight through), writes its SLURM job id into the
-file and waits while the file exists, two minutes at most; the job's SIGTERM ends the wait."""
+Where ``RNNLAB_TEST_PAUSE`` names a file, the first run to start its training epoch ``epoch``
+(``+callbacks.hold.epoch=1``: after its first epoch and its checkpoints) claims it (``<file>.claim``, created
+exclusively: any later run, and the same run started again, goes straight through), writes its SLURM job id into
+the file and waits while the file exists, two minutes at most; the SIGTERM that SLURM sends the job ends the wait
+(Lightning stops the run at its next batch)."""
 
 import os
 import time
@@ -13,9 +16,12 @@ import pytorch_lightning as pl
 
 
 class HoldOneRun(pl.Callback):
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         marker = os.environ.get("RNNLAB_TEST_PAUSE")
-        if not marker or trainer.current_epoch != 0:
+        if not marker or trainer.current_epoch != self.epoch:
             return
         try:
             os.close(os.open(f"{marker}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -24,5 +30,5 @@ class HoldOneRun(pl.Callback):
         Path(f"{marker}.tmp").write_text(os.environ.get("SLURM_JOB_ID", ""))
         os.replace(f"{marker}.tmp", marker)
         deadline = time.monotonic() + 120
-        while Path(marker).exists() and time.monotonic() < deadline:
+        while Path(marker).exists() and not trainer.received_sigterm and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -62,3 +62,32 @@ def test_other_errors_and_results_are_not_losses():
     assert scheduler_loss(RuntimeError("has not produced any output (state: CANCELLED)")) is None  # not submitit's
     assert scheduler_loss(UncompletedJobError("Job not requeued because: timed-out too many times.")) is None
     assert scheduler_loss(0.5) is None
+
+
+def test_only_a_restarted_start_of_the_same_job_continues_its_run(tmp_path, monkeypatch):
+    # rnnlab.app.requeue: the run of an earlier start of this job (same id, a lower restart count) is continued;
+    # another job's run, or the same start seen again, is not (the command then refuses the directory as usual).
+    import json
+
+    from rnnlab.app.requeue import Requeued, requeued_run
+
+    run_dir = tmp_path / "trial_3"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    record = {"schema": 1, "status": "interrupted", "slurm": {"job_id": "77", "restart_count": None}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert requeued_run(run_dir) is None  # the job's first start: not a requeue
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_run(run_dir) == Requeued(run_dir, "77", 1, None)  # no checkpoint yet: from the start
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert requeued_run(run_dir) == Requeued(run_dir, "77", 1, run_dir / "checkpoints" / "last.ckpt")
+    assert requeued_run(tmp_path / "elsewhere") is None
+    monkeypatch.setenv("SLURM_JOB_ID", "78")
+    assert requeued_run(run_dir) is None  # another job's run
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    record["slurm"]["restart_count"] = 1  # this very start wrote it
+    (run_dir / "run.json").write_text(json.dumps(record))
+    assert requeued_run(run_dir) is None

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from helpers import ROOT, TINY, cli_env
+from helpers import ROOT, TINY, cli_env, read_scalars
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -168,9 +168,10 @@ def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, 
 
     sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
     cancelled = record(sweep_dir, lost[0].number)
-    assert cancelled["slurm"]["job_id"] == job and cancelled["status"] == "running"  # read back as killed
+    # the SIGTERM that SLURM sends before its kill stops the run (Lightning's handler, at its next batch)
+    assert cancelled["slurm"]["job_id"] == job and cancelled["status"] == "interrupted"
     assert job_states(cluster, [job])[job][0] == "CANCELLED"
-    assert [r["status"] for r in runs_where(cluster, tmp_path, f"slurm.job_id={job}")] == ["killed"]
+    assert [r["status"] for r in runs_where(cluster, tmp_path, f"slurm.job_id={job}")] == ["interrupted"]
 
 
 def test_slurm_gpu_launcher_asks_the_cluster_for_a_gpu(cluster, tmp_path, data_dir):
@@ -185,3 +186,53 @@ def test_slurm_gpu_launcher_asks_the_cluster_for_a_gpu(cluster, tmp_path, data_d
     job_states(cluster, [job])  # once it has ended
     tres = slurm(cluster, "sacct", "-n", "-X", "-P", "-j", job, "-o", "AllocTRES").strip()
     assert "gres/gpu=1" in tres.split(","), tres
+
+
+@pytest.mark.parametrize("epoch, continued", [(1, "from "), (0, "from the start (it had no checkpoint yet)")])
+def test_requeue_mid_trial_continues_the_trial_from_its_checkpoint(cluster, tmp_path, data_dir, epoch, continued):
+    # scontrol requeue, as preemption or a lost node does to a job: SLURM stops the held trial's job after its
+    # first epoch (or before it: no checkpoint yet) and runs it again; the trial's run continues from its
+    # last.ckpt (or trains again from the start) in its own directory, under its record.
+    held = tmp_path / "held"
+    storage = fresh_database(cluster)
+    hold = ["+callbacks.hold._target_=holding.HoldOneRun", f"+callbacks.hold.epoch={epoch}", "trainer.max_epochs=3"]
+    command = sweep_command(storage, data_dir, 2, *hold)
+    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(held, process)
+        job = held.read_text().strip()
+        slurm(cluster, "scontrol", "requeue", job)
+        release_requeued(cluster, job)
+        out, err = process.communicate(timeout=420)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+
+    trials = trials_of(storage)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]  # the same trial, not a retry
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
+    runs = {t.number: record(sweep_dir, t.number) for t in trials}
+    (number,) = [n for n, r in runs.items() if r["slurm"]["job_id"] == job]
+    requeued = runs[number]
+    assert requeued["status"] == "completed" and requeued["epoch"] == 3
+    (entry,) = requeued["resumes"]
+    assert entry["slurm"]["job_id"] == job and entry["slurm"]["restart_count"] == 1 and entry["status"] == "completed"
+    assert entry["after"] == "interrupted", entry  # the SIGTERM SLURM sent stopped the run, which said so
+    assert requeued["slurm"]["restart_count"] == 1
+    assert trials[number].value == requeued["metrics"]["val/acc_best"]
+    # continued, not trained again: every epoch once in TensorBoard, the first from the job's first start
+    events = tmp_path / "logs" / "mnist1d" / "sweeps" / STUDY / f"trial_{number}"
+    epochs = [step for step, _ in read_scalars(events)["val/acc"]]
+    assert len(epochs) == 3 and len(set(epochs)) == 3, epochs
+    assert f"continuing its run {continued}" in (sweep_dir / f"trial_{number}" / "train.log").read_text()
+
+
+def release_requeued(cluster: dict[str, str], job: str, timeout: float = 60) -> None:
+    """SLURM holds a requeued job back for about two minutes (``Reason=BeginTime``): once it is pending again,
+    make it eligible now, as an administrator can (``scontrol update StartTime=now``)."""
+    deadline = time.monotonic() + timeout
+    while slurm(cluster, "squeue", "-h", "-j", job, "-o", "%T").strip() != "PENDING":
+        assert time.monotonic() < deadline, f"job {job} was not requeued"
+        time.sleep(0.5)
+    slurm(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")

@@ -60,6 +60,9 @@ class RnnlabOptunaSweeperConf:
     trial_overrides: list[str] = field(default_factory=list)
     # key: templates added to every trial only where the app's config leaves that key null (not set by the user).
     if_null: dict[str, list[str]] = field(default_factory=dict)
+    # Templates added to every trial where the launcher runs trials elsewhere (a cluster: SLURM), not on this
+    # machine: a cluster may stop and requeue a trial's job, which the app may want to continue.
+    if_cluster: list[str] = field(default_factory=list)
 
 
 # Steps are validation epochs (the job reports the optimised metric once per validation epoch).

@@ -69,6 +69,7 @@ class RnnlabOptunaSweeper(Sweeper):
         custom_search_space: str | None = None,
         trial_overrides: list[str] | None = None,
         if_null: dict[str, list[str]] | None = None,
+        if_cluster: list[str] | None = None,
     ) -> None:
         # Checked in setup() (``check``), where a bad value can end the command with one line for any app.
         self.storage_url, self.study_name, self.direction = storage, study_name, direction
@@ -80,7 +81,7 @@ class RnnlabOptunaSweeper(Sweeper):
         self.params = dict(params or {})
         self.enqueue = [dict(entry) for entry in enqueue or ()]
         self.trials_per_gpu, self.n_jobs, self.custom_search_space = trials_per_gpu, n_jobs, custom_search_space
-        self.trial_overrides = TrialOverrides(trial_overrides, if_null)
+        self.trial_overrides = TrialOverrides(trial_overrides, if_null, if_cluster)
 
     def check(self) -> None:
         """Raise ``SweepOptionError`` (one line) for a sweeper value that is not allowed."""
@@ -229,7 +230,11 @@ class RnnlabOptunaSweeper(Sweeper):
             values["core_share"] = where.core_share
         if len(metrics) > 1:
             values["first_metric"] = metrics[0]
-        per_job = [*fixed, *where.overrides, *self.trial_overrides.per_sweep(self.config, values)]
+        per_job = [
+            *fixed,
+            *where.overrides,
+            *self.trial_overrides.per_sweep(self.config, values, on_cluster=where.core_share is None),
+        ]
         grid_points = samplers.grid_size(self.sampler_conf, distributions)
         n_trials = budget.capped("hydra.sweeper.n_trials", min(self.n_trials, grid_points or self.n_trials))
         done = len(trial_states.counted(study.get_trials(deepcopy=False)))

@@ -1,4 +1,5 @@
-"""What the app's trials are told, from the sweep's config: ``hydra.sweeper.trial_overrides`` and ``if_null``.
+"""What the app's trials are told, from the sweep's config: ``hydra.sweeper.trial_overrides``, ``if_null`` and
+``if_cluster``.
 
 The sweeper knows Optuna and Hydra, not the app's keys: an app that wants its trial jobs to learn their trial
 (to report to it and be pruned), a folder per trial or a share of the cores writes override templates, e.g.
@@ -34,12 +35,13 @@ _PLACEHOLDER = re.compile(r"(?<!\$)\{(\w+)\}")  # {name}, not an interpolation $
 class TrialOverrides:
     """The checked templates; ``per_sweep`` and ``per_trial`` fill them in."""
 
-    def __init__(self, templates: Any = None, if_null: Any = None) -> None:
+    def __init__(self, templates: Any = None, if_null: Any = None, if_cluster: Any = None) -> None:
         def plain(value: Any) -> Any:
             # Hydra resolved the sweeper's config once already: an escaped \${...} is left for the trial job.
             return OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
 
         self.templates, self.if_null = plain(templates) or [], plain(if_null) or {}
+        self.if_cluster = plain(if_cluster) or []
 
     def check(self) -> None:
         """Raise ``SweepOptionError`` (one line) for a template that is not a Hydra override or names an unknown
@@ -50,9 +52,12 @@ class TrialOverrides:
             _refuse("trial_overrides", self.templates, "a list of override templates")
         if not isinstance(self.if_null, dict) or not all(isinstance(v, list) for v in self.if_null.values()):
             _refuse("if_null", self.if_null, "a mapping of keys to lists of override templates")
+        if not isinstance(self.if_cluster, list):
+            _refuse("if_cluster", self.if_cluster, "a list of override templates")
         parser = OverridesParser.create()
         named = [(f"trial_overrides[{i}]", t) for i, t in enumerate(self.templates)]
         named += [(f"if_null.{key}[{i}]", t) for key, group in self.if_null.items() for i, t in enumerate(group)]
+        named += [(f"if_cluster[{i}]", t) for i, t in enumerate(self.if_cluster)]
         for where, template in named:
             if not isinstance(template, str):
                 _refuse(where, template, "an override template (a string)")
@@ -67,9 +72,10 @@ class TrialOverrides:
             if override.is_sweep_override():
                 _refuse(where, template, "one value per trial, not a sweep")
 
-    def per_sweep(self, config: DictConfig, values: dict[str, Any]) -> list[str]:
-        """The ``if_null`` overrides for the keys the app's config leaves null: the same for every trial."""
-        lines = []
+    def per_sweep(self, config: DictConfig, values: dict[str, Any], on_cluster: bool = False) -> list[str]:
+        """The same for every trial: the ``if_null`` overrides for the keys the app's config leaves null, and the
+        ``if_cluster`` ones where the trials run on a cluster (``on_cluster``)."""
+        lines = _applying(config, self.if_cluster, values) if on_cluster else []
         for key, group in self.if_null.items():
             if has_key(config, key) and OmegaConf.select(config, key, throw_on_resolution_failure=False) is None:
                 lines += _applying(config, group, values)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar
 
 from rnnlab import budget
+from rnnlab.app.requeue import lightning_plugins
 from rnnlab.app.rundirs import load_run_config, run_dir_of_checkpoint
 from rnnlab.app.validate import check_trainer
 from rnnlab.callbacks.events import EpochEventsBeforeCheckpoint
@@ -67,18 +68,20 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used")
 
 
-def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()):
-    """Datamodule, model and trainer for a run config (nothing is trained)."""
+def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), restart: bool = False):
+    """Datamodule, model and trainer for a run config (nothing is trained). ``restart``: the run trains again
+    from its start in a directory that has events of an earlier start (a requeued SLURM job)."""
     quiet_lightning()
     datamodule = instantiate(cfg.data)
     model: RecurrentModel = instantiate(cfg.model, task=datamodule.task)
     logger_cfg = cfg.get("logger")
-    if cfg.get("ckpt_path") and logger_cfg:
+    if (cfg.get("ckpt_path") or restart) and logger_cfg:
         # TensorBoard drops events at or after this step from the interrupted session: no duplicated steps.
+        purge_step = _global_step_of(cfg.ckpt_path) if cfg.get("ckpt_path") else 0
         logger_cfg = OmegaConf.merge(
-            logger_cfg,
+            OmegaConf.create(OmegaConf.to_container(logger_cfg, resolve=True)),  # resolved where it belongs
             {
-                key: {"purge_step": _global_step_of(cfg.ckpt_path)}
+                key: {"purge_step": purge_step}
                 for key, conf in logger_cfg.items()
                 if conf is not None and conf._target_.endswith("TensorBoardLogger")
             },
@@ -89,7 +92,9 @@ def build(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()):
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
     if not cfg.trainer.get("enable_model_summary", True):  # a given summary callback would still run
         callbacks = [cb for cb in callbacks if not isinstance(cb, ModelSummary)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=lightning_plugins()
+    )
     return datamodule, model, trainer
 
 

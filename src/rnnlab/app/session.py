@@ -101,12 +101,15 @@ def is_debug(cfg: DictConfig) -> bool:
     return _hydra_value("runtime.choices.debug") is not None
 
 
-def start_record(cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | None = None) -> RunRecord:
-    """Start the record of a new run, or continue the record of the run ``ckpt_path`` resumes.
+def start_record(
+    cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | None = None, restart: bool = False
+) -> RunRecord:
+    """Start the record of a new run, or continue the record of the run ``ckpt_path`` resumes (or that a
+    requeued SLURM job trains again from its start: ``restart``).
 
     ``of_run``: for eval and generate outputs, the config of the run whose checkpoint they use.
     """
-    if kind == "train" and cfg.get("ckpt_path") and (run_dir / RECORD_FILE).is_file():
+    if kind == "train" and (cfg.get("ckpt_path") or restart) and (run_dir / RECORD_FILE).is_file():
         return RunRecord.resume(run_dir, command=current_command(), overrides=command_overrides())
     source = of_run if of_run is not None else cfg
     return RunRecord.start(
@@ -168,10 +171,12 @@ class RunSession:
 
     Under DDP every rank has one; only rank 0 keeps a record (``record`` is None on the others)."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | None) -> None:
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | None, restart: bool = False
+    ) -> None:
         self.cfg, self.run_dir, self.kind = cfg, run_dir, kind
         self.resuming = kind == "train" and bool(cfg.get("ckpt_path"))
-        self.record = start_record(cfg, run_dir, kind, of_run) if rank_zero_only.rank == 0 else None
+        self.record = start_record(cfg, run_dir, kind, of_run, restart) if rank_zero_only.rank == 0 else None
         self.progress = RecordProgress(self.record) if self.record is not None and kind == "train" else None
         # the run's row in TensorBoard's HPARAMS table
         self.hparams = HParamsSession(main_metrics(cfg)) if self.progress is not None else None
@@ -252,7 +257,8 @@ class RunSession:
             with contextlib.suppress(OSError):
                 self.hparams.finish(self.trainer, status, self.record.data["metrics"])
         last = self.run_dir / "checkpoints" / "last.ckpt"
-        if self.kind == "train" and status == "interrupted" and last.is_file():  # sweep trials keep no last.ckpt
+        # (a sweep trial's, kept on a cluster for a requeued job, is not the user's to continue)
+        if self.kind == "train" and status == "interrupted" and last.is_file() and not is_trial(self.cfg):
             say(
                 f"interrupted after {self.record.data['epoch'] or 0} epochs; continue with: "
                 f"python src/train.py ckpt_path={last}"
@@ -260,13 +266,16 @@ class RunSession:
 
 
 @contextlib.contextmanager
-def run_session(cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | None = None) -> Iterator[RunSession]:
+def run_session(
+    cfg: DictConfig, run_dir: Path, kind: str, of_run: DictConfig | None = None, restart: bool = False
+) -> Iterator[RunSession]:
     """The bookkeeping of a ``kind`` run writing to ``run_dir`` around the command's body: the record started
     (or resumed) as the block starts, finished with the run's fate however it ends; the exception propagates.
 
-    ``of_run``: for eval and generate outputs, the config of the run whose checkpoint they use.
+    ``of_run``: for eval and generate outputs, the config of the run whose checkpoint they use. ``restart``: a
+    requeued SLURM job trains its run again from the start, under the same record (``rnnlab.app.requeue``).
     """
-    session = RunSession(cfg, run_dir, kind, of_run)
+    session = RunSession(cfg, run_dir, kind, of_run, restart)
     try:
         yield session
     except BaseException as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,27 +13,46 @@ from rnnlab import budget
 from rnnlab.app.build import build, set_threads
 from rnnlab.app.checkpoints import CheckpointsWritten, best_checkpoint_callback, checkpoint_paths
 from rnnlab.app.launch import check_launch
+from rnnlab.app.requeue import Requeued, requeued_run
 from rnnlab.app.session import run_session
 from rnnlab.app.validate import validate
+from rnnlab.console import say
 from rnnlab.errors import ConfigError, metric_not_logged, not_allowed
 from rnnlab.models import RecurrentModel
-from rnnlab.sweep.trial import trial_callbacks
+from rnnlab.sweep.trial import is_trial, trial_callbacks
 
 
 def train_command(cfg: DictConfig) -> float | tuple[float, ...]:
-    """``src/train.py``: train (or resume) the run of ``cfg`` and return its optimised metric."""
-    if cfg.get("ckpt_path"):
-        from hydra.core.hydra_config import HydraConfig
+    """``src/train.py``: train (or resume) the run of ``cfg`` and return its optimised metric.
 
-        from rnnlab.app.resume import resume_config
+    A SLURM job that SLURM started again continues the run its earlier start began (``rnnlab.app.requeue``)."""
+    from rnnlab.app.resume import resume_config
+
+    requeued = requeued_run(Path(cfg.paths.output_dir)) if not cfg.get("ckpt_path") else None
+    if requeued is not None and requeued.checkpoint is not None:
+        say_requeued(cfg, requeued)
+        cfg = resume_config(str(requeued.checkpoint), [])  # the run's own config: the same command, run again
+    elif cfg.get("ckpt_path"):
+        from hydra.core.hydra_config import HydraConfig
 
         overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
         cfg = resume_config(cfg.ckpt_path, overrides)
-    return optimized_value(cfg, train(cfg))
+    elif requeued is not None:
+        say_requeued(cfg, requeued)
+    return optimized_value(cfg, train(cfg, restart=requeued is not None and requeued.checkpoint is None))
 
 
-def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
+def say_requeued(cfg: DictConfig, requeued: Requeued) -> None:
+    where = f"from {requeued.checkpoint}" if requeued.checkpoint else "from the start (it had no checkpoint yet)"
+    line = f"SLURM job {requeued.job_id} started again (restart {requeued.restart}): continuing its run {where}"
+    (logging.getLogger("rnnlab").info if is_trial(cfg) else say)(line)
+
+
+def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), restart: bool = False) -> dict[str, float]:
     """Fit, then test the best checkpoint (or the final weights: ``test_ckpt=last``).
+
+    ``restart``: the run in the output directory was begun by this same SLURM job before SLURM requeued it,
+    with no checkpoint to continue from: it trains again from the start, under the same record.
 
     Returns every final metric (val/*, test/*) as floats. The run's record (``run.json``) is written when
     it starts and completed with its fate when it ends, also in TensorBoard's HPARAMS session status
@@ -47,10 +67,10 @@ def train(cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = ()) -> dict[
     set_threads(cfg.get("threads"))
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
-    with run_session(cfg, run_dir, "train") as session:
+    with run_session(cfg, run_dir, "train", restart=restart) as session:
         # A sweep trial reports to its Optuna trial every validation epoch and can be pruned.
         callbacks = [*extra_callbacks, *trial_callbacks(cfg), *session.callbacks, CheckpointsWritten()]
-        datamodule, model, trainer = build(cfg, callbacks)
+        datamodule, model, trainer = build(cfg, callbacks, restart=restart)
         check_launch(trainer)
         check_optimized_metric(cfg, model)
         session.under_way(trainer, start_line(cfg, model, run_dir, session.resuming))

@@ -28,6 +28,7 @@ from rnnlab.runs.store import (
     RECORD_FILE,
     SCHEMA,
     USER_FIELDS,
+    derive_status,
     flatten_params,
     load_record,
     metrics_field,
@@ -159,6 +160,7 @@ class RunRecord:
         session = _session(cwd, run_dir, f"git.resume{number}.patch")
         data["resumes"].append(
             {
+                "after": derive_status(data),  # how the run had ended: interrupted, killed, failed, ...
                 "command": [str(arg) for arg in command],
                 "overrides": [str(arg) for arg in overrides],
                 "started": session["started"],
