@@ -87,7 +87,7 @@ def test_ctrl_c_mid_trial_records_it_lost_and_the_rerun_runs_it_again(tmp_path, 
     trials = by_number(storage, "mnist1d-lstm")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # n_trials=1 result, nothing RUNNING
     assert trials[1].params == lost.params and trials[1].user_attrs["retry_of"] == 0
-    assert "it runs trial 0 again (that one was interrupted)" in rerun.stdout
+    assert "it runs trial 0 again (that one was lost)" in rerun.stdout
 
 
 def test_sigterm_records_the_running_trial_lost_and_queues_it_once(tmp_path):
@@ -204,3 +204,28 @@ def test_sigterm_stops_a_parallel_sweep_at_once_with_every_running_trial_lost(tm
     trials = by_number(storage, "sphere")
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
     assert {t.user_attrs["retry_of"] for t in trials[2:]} == {0, 1}
+
+
+def test_a_trial_job_of_a_trial_already_recorded_trains_nothing_and_notes_its_slurm_job(tmp_path, monkeypatch):
+    # A job that starts after its sweep recorded its trial lost (a pending SLURM job of a killed sweep) stops in
+    # one line before training; a running trial's job notes its SLURM job on the trial, for a rerun to cancel.
+    from rnnlab.errors import CommandError
+    from rnnlab.sweep.trial import attach_trial
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    lost, running = study.ask(), study.ask()
+    lost.set_user_attr("error", "lost: its sweep process (vm:1) was killed")
+    study.tell(lost, state=TrialState.FAIL)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(CommandError) as refused:
+        attach_trial(url, "s", lost.number)
+    assert str(refused.value) == (
+        "trial 0 of study 's' is already FAIL (lost: its sweep process (vm:1) was killed); a trial job trains only "
+        "a running trial"
+    )
+    attach_trial(url, "s", running.number)
+    assert optuna.load_study(study_name="s", storage=url).trials[1].user_attrs == {"slurm_job_id": "4242"}
+    # (tests/cluster/test_slurm_sweep.py: a rerun cancels such a job on a real cluster)

@@ -236,3 +236,38 @@ def release_requeued(cluster: dict[str, str], job: str, timeout: float = 60) -> 
         assert time.monotonic() < deadline, f"job {job} was not requeued"
         time.sleep(0.5)
     slurm(cluster, "scontrol", "update", f"JobId={job}", "StartTime=now")
+
+
+def test_a_killed_sweep_rerun_re_asks_its_running_trials_once(cluster, tmp_path, data_dir):
+    # The sweep's own process killed (kill -9) while its trials run as jobs; the same command run again records
+    # those trials lost and asks their parameters again, once: n_trials results, none counted twice, none RUNNING.
+    held = tmp_path / "held"
+    storage = fresh_database(cluster)
+    command = sweep_command(storage, data_dir, 4, "+callbacks.hold._target_=holding.HoldOneRun")
+    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(held, process)
+        job = held.read_text().strip()
+    finally:
+        process.kill()
+        process.communicate()
+    before = trials_of(storage)
+    running = [t.number for t in before if t.state.name == "RUNNING"]
+    assert running, [t.state.name for t in before]
+    done = sum(t.state.name == "COMPLETE" for t in before)
+    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    trials = trials_of(storage)
+    lost = [t for t in trials if t.user_attrs.get("lost")]
+    assert sorted(t.number for t in lost) == running
+    assert all("its sweep process" in t.user_attrs["error"] and t.state.name == "FAIL" for t in lost)
+    retries = {t.user_attrs["retry_of"]: t for t in trials if t.user_attrs.get("retry_of") is not None}
+    assert sorted(retries) == running and all(retries[t.number].params == t.params for t in lost)
+    counted = [t for t in trials if not t.user_attrs.get("lost")]
+    assert len(counted) == 4 and all(t.state.name == "COMPLETE" for t in counted)
+    assert f"{done} of 4 trials done" in rerun.stdout  # the killed sweep's running trials are lost, not done
+    # the lost trials' jobs, whose results nobody would read, are cancelled by the rerun: the held one among them
+    assert f"SLURM job {job} cancelled: its trial is asked again" in rerun.stdout
+    assert job_states(cluster, [job])[job][0] == "CANCELLED"

@@ -237,6 +237,7 @@ class RnnlabOptunaSweeper(Sweeper):
         ]
         grid_points = samplers.grid_size(self.sampler_conf, distributions)
         n_trials = budget.capped("hydra.sweeper.n_trials", min(self.n_trials, grid_points or self.n_trials))
+        trial_states.fail_dead_trials(study, storage)  # a killed sweep's trials: lost, not done
         done = len(trial_states.counted(study.get_trials(deepcopy=False)))
         say(
             prefix=SWEEP,

@@ -50,7 +50,7 @@ class Progress:
         label = f"trial {number} ({short_params(params)})"
         with self.lock:
             self.started[number] = (time.monotonic(), label)
-        again = f"; it runs trial {retry_of} again (that one was interrupted)" if retry_of is not None else ""
+        again = f"; it runs trial {retry_of} again (that one was lost)" if retry_of is not None else ""
         self.say(f"{label} started, {position} of {self.n_trials} in this sweep{again}")
 
     def end(self, number: int, outcome: str, values: list[float] | None, remaining: int) -> None:

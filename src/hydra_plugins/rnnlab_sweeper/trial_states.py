@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 import socket
+import subprocess
 import threading
 import warnings
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from rnnlab.console import warn
+from rnnlab.console import SWEEP, say, warn
 from rnnlab.errors import first_line
-from rnnlab.sweep.workers import worker_alive, worker_host
+from rnnlab.sweep.workers import SLURM_JOB_ATTR, worker_alive, worker_host
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,22 @@ def fail_dead_trials(study: Any, storage: Any) -> list[int]:
             reason = f"lost: its sweep process ({trial.user_attrs.get('worker')}) was killed"
             if fail_lost(study, storage, trial.number, reason):
                 failed.append(trial.number)
+                cancel_job(trial)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     return failed
+
+
+def cancel_job(trial: Any) -> None:
+    """Cancel the SLURM job still running a lost trial (its result would never be read); say so."""
+    job = trial.user_attrs.get(SLURM_JOB_ATTR)
+    scancel = shutil.which("scancel")
+    if job is None or scancel is None:
+        return
+    done = subprocess.run([scancel, str(job)], capture_output=True, text=True, timeout=60)
+    outcome = "cancelled" if done.returncode == 0 else f"could not cancel ({done.stderr.strip() or done.returncode})"
+    say(prefix=SWEEP, message=f"trial {trial.number}'s SLURM job {job} {outcome}: its trial is asked again")
 
 
 class Heartbeats:

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from rnnlab.errors import metric_not_logged
+from rnnlab.errors import CommandError, metric_not_logged
+from rnnlab.runs.scheduler import slurm_job
 from rnnlab.sweep.storage import open_storage
+from rnnlab.sweep.workers import SLURM_JOB_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -30,6 +32,16 @@ def attach_trial(storage_url: str, study_name: str, number: int, pruner: Any = N
     storage = _trial_storage(storage_url)
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner or optuna.pruners.NopPruner())
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
+    stored = storage.get_trial(trial_id)
+    if stored.state.is_finished():  # its sweep recorded it (lost: a rerun asked its parameters again)
+        error = stored.user_attrs.get("error")
+        raise CommandError(
+            f"trial {number} of study {study_name!r} is already {stored.state.name}"
+            f"{f' ({error})' if error else ''}; a trial job trains only a running trial"
+        )
+    job = slurm_job()
+    if job is not None:
+        storage.set_trial_user_attr(trial_id, SLURM_JOB_ATTR, job["job_id"])
     return optuna.trial.Trial(study, trial_id)
 
 

@@ -18,6 +18,9 @@ from rnnlab.runs.process import hostname, pid_alive, start_ticks
 
 WORKER_ATTR = "worker"  # host:pid of the sweep process running the trial
 WORKER_START_ATTR = "worker_start"  # that process's start time (clock ticks after boot; Linux), or None
+# The SLURM job running the trial (as rnnlab runs and squeue name it), set by the trial job: a rerun of a sweep
+# whose process was killed cancels the job of a trial it records lost, whose result nobody would read.
+SLURM_JOB_ATTR = "slurm_job_id"
 
 
 def this_worker() -> dict[str, Any]:
