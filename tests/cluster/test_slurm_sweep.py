@@ -271,3 +271,27 @@ def test_a_killed_sweep_rerun_re_asks_its_running_trials_once(cluster, tmp_path,
     # the lost trials' jobs, whose results nobody would read, are cancelled by the rerun: the held one among them
     assert f"SLURM job {job} cancelled: its trial is asked again" in rerun.stdout
     assert job_states(cluster, [job])[job][0] == "CANCELLED"
+
+
+def test_two_sweeps_of_one_study_from_two_shells_share_it_as_jobs(cluster, tmp_path, data_dir):
+    # Two shells run the same sweep command at once, each submitting its trials to the cluster, on one
+    # PostgreSQL study: unique trial numbers, one folder and one job per trial, the study's n_trials.
+    storage = fresh_database(cluster)
+    command = sweep_command(storage, data_dir, 4, "hydra.launcher.array_parallelism=1")
+    env = sweep_env(cluster, tmp_path)
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=420)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    trials = trials_of(storage)
+    # each sweep asks only while the study holds fewer than n_trials: at most one more than n_trials
+    assert [t.number for t in trials] == list(range(len(trials))) and 4 <= len(trials) <= 5
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials} == {str(p.pid) for p in processes}
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
+    records = [record(sweep_dir, t.number) for t in trials]
+    assert len({r["dir"] for r in records}) == len({r["slurm"]["job_id"] for r in records}) == len(trials)
+    assert all(r["status"] == "completed" and r["parent"]["trial"] == t.number for r, t in zip(records, trials))
