@@ -19,6 +19,7 @@ DDP run (RANK/LOCAL_RANK set, not 0) share rank 0's hold.
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from rnnlab.runs.store import RECORD_FILE
 
 _HOLDS: list[RunHold] = []  # this process's holds, kept until it ends
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # as Lightning reads a rank
+RANK_ZERO_WAIT_S = 120  # how long another rank waits for rank 0 to hold the run directory
 
 
 class HoldRunDir(Callback):
@@ -42,7 +44,10 @@ class HoldRunDir(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-        if "study" in config or launched_rank() != 0:
+        if "study" in config:
+            return
+        if launched_rank() != 0:
+            wait_for_rank_zero(config)
             return
         try:
             hold_run_dir(config)
@@ -75,6 +80,29 @@ def launched_rank() -> int:
         if value is not None:
             return int(value) if value.strip().isdigit() else 0
     return 0
+
+
+def wait_for_rank_zero(config: DictConfig) -> None:
+    """A rank started beside rank 0 (``srun`` starts every task at once; Lightning starts its own ranks after
+    rank 0 holds the run) writes nothing into the run directory until rank 0 holds it, so rank 0's check that
+    the directory is new sees none of this rank's files. The ranks share one directory only when it is given."""
+    from hydra.core.hydra_config import HydraConfig
+
+    given = [*config.hydra.overrides.hydra, *config.hydra.overrides.task]
+    if not any(str(o).lstrip("+").startswith("hydra.run.dir=") for o in given):
+        raise SystemExit(
+            f"error: rank {launched_rank()} has no hydra.run.dir; allowed: give every rank the same "
+            "hydra.run.dir=<run dir> (srun starts each rank as its own command, e.g. slurm/ddp.sbatch)"
+        )
+    HydraConfig.instance().set_config(config)
+    run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser().resolve()
+    deadline = time.monotonic() + RANK_ZERO_WAIT_S
+    while live_holder(run_dir) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"error: rank {launched_rank()}: rank 0 did not take hold of {run_dir} within {RANK_ZERO_WAIT_S} s"
+            )
+        time.sleep(0.2)
 
 
 def hold_run_dir(config: DictConfig) -> RunHold:
