@@ -102,7 +102,7 @@ gpu-check: install
 # slurmdbd and mariadb-server where missing), started here and stopped after, also on failure or Ctrl-C. Where
 # the cluster cannot start it stops with one line, `cluster: cannot start: <reason>`, and exit code 3.
 cluster-check: install
-	bash tests/cluster/cluster.sh run $(PY) -m pytest tests/cluster -m cluster -q -rs -p no:cacheprovider --durations=3 $(ARGS)
+	RNNLAB_CLUSTER_LONG=1 bash tests/cluster/cluster.sh run $(PY) -m pytest tests/cluster -m cluster -q -rs -p no:cacheprovider --durations=3 $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)

@@ -109,3 +109,18 @@ def test_a_rank_started_by_srun_without_hydra_run_dir_is_one_line(tmp_path):
         "starts each rank as its own command, e.g. slurm/ddp.sbatch)"
     ]
     assert not (tmp_path / "logs").exists()
+
+
+def test_submitits_requeue_exit_is_an_interruption_not_a_failure():
+    # submitit's handler of SLURM's warning signal requeues the job, then sys.exit(-1) inside the run
+    from rnnlab.runs.record import fate
+
+    def checkpoint_and_try_requeue():  # submitit.core.job_environment.SignalHandler's, by name
+        raise SystemExit(-1)
+
+    try:
+        checkpoint_and_try_requeue()
+    except SystemExit as error:
+        status, line = fate(error)
+    assert status == "interrupted" and line.startswith("its SLURM job was requeued")
+    assert fate(SystemExit(-1)) == ("failed", "-1")

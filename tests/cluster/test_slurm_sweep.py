@@ -295,3 +295,34 @@ def test_two_sweeps_of_one_study_from_two_shells_share_it_as_jobs(cluster, tmp_p
     records = [record(sweep_dir, t.number) for t in trials]
     assert len({r["dir"] for r in records}) == len({r["slurm"]["job_id"] for r in records}) == len(trials)
     assert all(r["status"] == "completed" and r["parent"]["trial"] == t.number for r, t in zip(records, trials))
+
+
+@pytest.mark.skipif(
+    not os.environ.get("RNNLAB_CLUSTER_LONG"), reason="waits for a time limit: make cluster-check runs it"
+)
+def test_a_trial_at_its_time_limit_continues_in_the_requeued_job(cluster, tmp_path, data_dir):
+    # SLURM warns a job signal_delay_s before its time limit (SIGUSR2); submitit requeues it while it may
+    # (hydra.launcher.max_num_timeout) and the trial's run continues from its last.ckpt in the job run again.
+    held = tmp_path / "held"
+    storage = fresh_database(cluster)
+    limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=1"]
+    hold = ["+callbacks.hold._target_=holding.HoldOneRun", "+callbacks.hold.epoch=1", "trainer.max_epochs=3"]
+    command = [*sweep_command(storage, data_dir, 2, *hold), *limits]
+    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(held, process)
+        job = held.read_text().strip()
+        release_requeued(cluster, job, timeout=120)  # the warning comes 30 s into the job
+        out, err = process.communicate(timeout=420)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err[-3000:]
+    trials = trials_of(storage)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"], [t.user_attrs for t in trials]
+    sweep_dir = tmp_path / "multirun" / "mnist1d" / STUDY
+    runs = {t.number: record(sweep_dir, t.number) for t in trials}
+    (timed_out,) = [r for r in runs.values() if r["slurm"]["job_id"] == job]
+    assert timed_out["status"] == "completed" and timed_out["epoch"] == 3
+    (entry,) = timed_out["resumes"]
+    assert entry["slurm"]["restart_count"] == 1 and entry["after"] == "interrupted", entry  # not failed

@@ -318,8 +318,24 @@ def fate(error: BaseException) -> tuple[str, str | None]:
     if isinstance(error, SystemExit):
         if interrupting_signal(error) is not None:
             return "interrupted", None
+        if _requeued_by_submitit(error):
+            return (
+                "interrupted",
+                "its SLURM job was requeued (time limit or preemption); it continues when it runs again",
+            )
         return ("completed", None) if error.code in (0, None) else ("failed", str(error.code))
     return "failed", first_line(error)[:500]
+
+
+def _requeued_by_submitit(error: SystemExit) -> bool:
+    """Whether submitit's handler of SLURM's warning signal (a time limit near, a preemption) raised ``error``
+    after requeueing the job (``checkpoint_and_try_requeue``: ``scontrol requeue``, then ``sys.exit(-1)``)."""
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_name == "checkpoint_and_try_requeue":
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _time_so_far(data: Mapping[str, Any]) -> float:
