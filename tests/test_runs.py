@@ -850,3 +850,17 @@ def test_listing_benchmark_at_a_tiny_size():
     assert [row[0].split(" (")[0] for row in rows][2:] == ["python -m rnnlab.runs --limit 20"] * 2
     assert all(seconds > 0 for _, seconds, _ in rows) and rows[0][2] == 1.0
     assert runs_listing.markdown(rows).splitlines()[0] == "| " + " | ".join(runs_listing.COLUMNS) + " |"
+
+
+def test_a_running_resumed_runs_duration_is_its_sessions_time_not_the_time_since_it_began():
+    from rnnlab.runs.formatting import run_duration
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
+    fresh = {"status": "running", "started": "2026-12-06T11:59:00+00:00", "duration_s": None}
+    assert run_duration(fresh, now=now) == run_duration({"duration_s": 60.0}) + "…"
+    # trained 10 minutes a week ago, resumed 30 seconds ago: 10 min 30 s so far, not a week
+    resumed = {
+        "status": "running", "started": "2026-11-29T12:00:00+00:00", "duration_s": 600.0,
+        "resumes": [{"started": "2026-12-06T11:59:30+00:00"}],
+    }  # fmt: skip
+    assert run_duration(resumed, now=now) == run_duration({"duration_s": 630.0}) + "…"

@@ -40,12 +40,16 @@ def human_duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def run_duration(record: Mapping[str, Any]) -> str:
-    """Stored duration; a running run shows its elapsed time so far (``12s…``)."""
+def run_duration(record: Mapping[str, Any], now: datetime | None = None) -> str:
+    """Stored duration (over all its sessions); a running run shows its time so far (``12s…``): a resumed one
+    its earlier sessions' time (its stored ``duration_s``) plus this session's, not the time since it began."""
     if record.get("status") == "running":
-        started = parse_time(record.get("started"))
-        if started is not None:
-            return human_duration((datetime.now(timezone.utc) - started).total_seconds()) + "…"
+        resumes = record.get("resumes") or []
+        began = parse_time(resumes[-1].get("started") if resumes else record.get("started"))
+        if began is not None:
+            earlier = float(record.get("duration_s") or 0.0) if resumes else 0.0
+            elapsed = ((now or datetime.now(timezone.utc)) - began).total_seconds()
+            return human_duration(earlier + elapsed) + "…"
     return human_duration(record.get("duration_s"))
 
 
