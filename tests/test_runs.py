@@ -173,7 +173,7 @@ def test_a_ctrl_c_that_python_swallows_is_still_received_and_the_run_stops_at_it
         RaisesInAFinalizer()  # collected at once: the Ctrl-C lands in __del__
         assert ctrl_c_received()
         with pytest.raises(KeyboardInterrupt, match="the first was lost"):
-            RecordProgress.on_train_batch_end(None)  # the run's next batch: stopped
+            RecordProgress(record=None).on_train_batch_end()  # the run's next batch: stopped
     assert not ctrl_c_received()  # the next command in this process starts afresh
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
