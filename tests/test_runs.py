@@ -18,7 +18,7 @@ import pytest
 
 from helpers import recipe_code
 from rnnlab.cli import main
-from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interrupt_on_sigterm, read_record, reserve_dir
+from rnnlab.runs import RunRecord, edit_record, find_records, git_state, interruptible, read_record, reserve_dir
 from rnnlab.runs.atomic import write_json_atomic
 from rnnlab.runs.commands import list as list_command
 from rnnlab.runs.commands.rerun import entry_command
@@ -154,9 +154,9 @@ def test_guard_completes_a_block_that_ends_normally(tmp_path):
     assert read_record(tmp_path / "run")["status"] == "completed"
 
 
-def test_interrupt_on_sigterm_restores_the_previous_handler():
+def test_interruptible_restores_the_previous_handler():
     before = signal.getsignal(signal.SIGTERM)
-    with interrupt_on_sigterm():
+    with interruptible():
         assert signal.getsignal(signal.SIGTERM) is not before
     assert signal.getsignal(signal.SIGTERM) is before
 
@@ -169,7 +169,7 @@ def test_a_ctrl_c_that_python_swallows_is_still_received_and_the_run_stops_at_it
         def __del__(self) -> None:  # a KeyboardInterrupt raised here is printed and dropped by Python
             signal.raise_signal(signal.SIGINT)
 
-    with interrupt_on_sigterm():
+    with interruptible():
         RaisesInAFinalizer()  # collected at once: the Ctrl-C lands in __del__
         assert ctrl_c_received()
         with pytest.raises(KeyboardInterrupt, match="the first was lost"):
@@ -181,10 +181,10 @@ def test_a_ctrl_c_that_python_swallows_is_still_received_and_the_run_stops_at_it
 LIVE_RUN = """
 import sys, time
 from pathlib import Path
-from rnnlab.runs import RunRecord, interrupt_on_sigterm
+from rnnlab.runs import RunRecord, interruptible
 record = RunRecord.start(Path(sys.argv[1]), kind="train", name="live", task="t", command=sys.argv, overrides=[],
                          params={}, cwd=sys.argv[1], heartbeat_interval=float(sys.argv[2]))
-with interrupt_on_sigterm(), record.guard():
+with interruptible(), record.guard():
     print("ready", flush=True)
     time.sleep(60)
 """

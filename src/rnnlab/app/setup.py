@@ -25,7 +25,7 @@ from rnnlab.errors import (
     not_allowed,
     raised_from,
 )
-from rnnlab.runs.signals import interrupt_on_sigterm
+from rnnlab.runs.signals import interruptible
 
 
 def prepare_entry_point() -> None:
@@ -130,7 +130,7 @@ def _compare_hidden_size(*, _root_: DictConfig) -> int:
 def run_hydra_app(main: Callable[[], Any]) -> None:
     """Run a ``@hydra.main`` function; a bad config ends the command with one line naming it, exit code 1;
     SIGINT and SIGTERM, wherever they land, with one line and exit code 130 or 143 (docs/usage.md)."""
-    with interrupt_on_sigterm():  # SIGTERM raises Terminated where Ctrl-C raises KeyboardInterrupt
+    with interruptible():  # SIGTERM raises Terminated where Ctrl-C raises KeyboardInterrupt
         try:
             hold_for_test("start")
             _run_reporting_errors(main)

@@ -14,7 +14,7 @@ May import ``errors`` only: no torch, Lightning, Hydra or other rnnlab modules, 
 
 from rnnlab.runs.environment import current_command, environment, git_patch, git_state
 from rnnlab.runs.record import RunRecord
-from rnnlab.runs.signals import interrupt_on_sigterm
+from rnnlab.runs.signals import interruptible
 from rnnlab.runs.store import (
     KINDS,
     PARENT_KINDS,
@@ -44,7 +44,7 @@ __all__ = [
     "flatten_params",
     "git_patch",
     "git_state",
-    "interrupt_on_sigterm",
+    "interruptible",
     "read_record",
     "reserve_dir",
 ]

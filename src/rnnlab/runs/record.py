@@ -273,7 +273,7 @@ class RunRecord:
     @contextlib.contextmanager
     def guard(self) -> Iterator[RunRecord]:
         """Finish the record however the block ends: completed, interrupted (Ctrl-C; SIGTERM with
-        ``interrupt_on_sigterm``) or failed with the error's line; the exception propagates."""
+        ``interruptible``) or failed with the error's line; the exception propagates."""
         try:
             yield self
         except BaseException as error:

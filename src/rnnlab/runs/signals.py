@@ -58,7 +58,7 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(number)
 
 
-_ctrl_c: list[int] = []  # Ctrl-Cs received inside interrupt_on_sigterm's block
+_ctrl_c: list[int] = []  # Ctrl-Cs received inside interruptible's block
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -69,7 +69,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def ctrl_c_received() -> bool:
-    """Whether Ctrl-C came inside ``interrupt_on_sigterm``'s block (the run must stop, even if its
+    """Whether Ctrl-C came inside ``interruptible``'s block (the run must stop, even if its
     KeyboardInterrupt was swallowed: ``rnnlab.app.session`` raises it again at the next batch)."""
     return bool(_ctrl_c)
 
@@ -82,12 +82,12 @@ def raise_terminated(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM (``kill``, SLURM's time limit) raises ``Terminated`` (a KeyboardInterrupt) in
-    the main thread, so every clean-up that runs for Ctrl-C runs for it (``RunRecord.guard`` records the run
-    as interrupted), and Ctrl-C is remembered (``ctrl_c_received``); the previous handlers are restored
-    afterwards. Outside the main thread (where handlers
-    cannot be set) it does nothing."""
+def interruptible() -> Iterator[None]:
+    """Within the block both interruptions end the work the same way: SIGTERM (``kill``, SLURM's scancel)
+    raises ``Terminated`` (a KeyboardInterrupt) in the main thread where Ctrl-C raises KeyboardInterrupt, so
+    every clean-up that runs for Ctrl-C runs for it (``RunRecord.guard`` records the run as interrupted), and
+    Ctrl-C is remembered (``ctrl_c_received``: one that Python swallowed still stops the run). The previous
+    handlers are restored afterwards. Outside the main thread (where handlers cannot be set) it does nothing."""
     if not _main_thread():
         yield
         return

@@ -28,7 +28,7 @@ import yaml
 
 from rnnlab import console
 from rnnlab.errors import EXIT_CODES, CommandError, ConfigError, interrupting_signal
-from rnnlab.runs.signals import interrupt_on_sigterm
+from rnnlab.runs.signals import interruptible
 from rnnlab.runs.store import read_record
 from rnnlab.study.plan import Plan
 from rnnlab.sweep.results import param_text
@@ -347,7 +347,7 @@ def run_study(cfg, plan: Plan) -> tuple[dict[str, Tuned], list[Confirm]]:
         f"epochs, then {plan.seeds} seeds × {plan.epochs} epochs; {plan.dir}"
     )
     children = Children()
-    with interrupt_on_sigterm():  # SIGTERM stops the children as Ctrl-C does
+    with interruptible():  # SIGTERM stops the children as Ctrl-C does
         try:
             if plan.match == "params":
                 plan.hidden_caps = matched_caps(plan, cfg)
