@@ -229,3 +229,34 @@ def test_a_trial_job_of_a_trial_already_recorded_trains_nothing_and_notes_its_sl
     attach_trial(url, "s", running.number)
     assert optuna.load_study(study_name="s", storage=url).trials[1].user_attrs == {"slurm_job_id": "4242"}
     # (tests/cluster/test_slurm_sweep.py: a rerun cancels such a job on a real cluster)
+
+
+@pytest.mark.slow
+def test_a_trial_a_killed_sweep_asked_for_but_never_claimed_is_run_again_after_its_grace(tmp_path):
+    # kill -9 between Optuna's ask and the sweep's claim (its worker attributes, one write later) leaves a RUNNING
+    # trial that names no sweep: once its grace is over it is lost and asked again; the sweep waits for that
+    # instead of ending with a trial RUNNING for ever and one result short.
+    from datetime import datetime, timedelta
+
+    from hydra_plugins.rnnlab_sweeper.trial_states import UNCLAIMED_GRACE_S
+
+    first = run_app(SPHERE, "-m", "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler.seed=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.db"
+    study = optuna.load_study(study_name="sphere", storage=storage)
+    done = study.trials[0]
+    orphan = optuna.trial.create_trial(
+        state=TrialState.RUNNING, params={"x": 2.0, "y": 5}, distributions=done.distributions
+    )
+    # 15 s of grace left: usually after the rerun's own new trial (the sweep then waits), later on a slow machine
+    orphan.datetime_start = datetime.now() - timedelta(seconds=UNCLAIMED_GRACE_S - 15)
+    study.add_trial(orphan)
+
+    rerun = run_app(SPHERE, "-m", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    trials = by_number(storage, "sphere")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].user_attrs["error"] == "lost: its sweep process was killed before it claimed the trial"
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert retry.params == {"x": 2.0, "y": 5}
+    assert "3 COMPLETE, 1 FAIL" in rerun.stdout

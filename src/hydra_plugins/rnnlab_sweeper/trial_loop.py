@@ -181,30 +181,41 @@ class TrialLoop:
     def next_trial(self) -> tuple[Any, int] | None:
         """(trial, position) of the next trial to run, asked from the stored study; None once it holds
         ``n_trials`` counted trials (or too many of this run's trials failed, or the sweep is stopping)."""
+        sweep = self.sweep
+        while True:
+            with self.shielded(), self.study_lock:  # one ask (and count) at a time across the slots
+                if self.stop.is_set() or self.too_many_failures():
+                    return None
+                trial_states.fail_dead_trials(sweep.study, sweep.storage)
+                done = self.counted()
+                if done < sweep.n_trials:
+                    return self._ask(), done + 1
+                # Done, unless a counted trial is one that a killed sweep asked for but never claimed: it is
+                # failed (and asked again) once its grace is over, so wait for that rather than end short.
+                if not trial_states.unclaimed(sweep.study.get_trials(deepcopy=False)):
+                    return None
+            if self.stop.wait(1.0):
+                return None
+
+    def _ask(self) -> Any:
+        """A new trial of the study, claimed as this sweep's (under ``study_lock``)."""
         import optuna
 
         from rnnlab.sweep.workers import this_worker
 
         sweep = self.sweep
-        with self.shielded(), self.study_lock:  # one ask (and count) at a time across the slots
-            if self.stop.is_set() or self.too_many_failures():
-                return None
-            trial_states.fail_dead_trials(sweep.study, sweep.storage)
-            done = self.counted()
-            if done >= sweep.n_trials:
-                return None
-            with warnings.catch_warnings():
-                # Optuna warns that heartbeats are meant for optimize(); Heartbeats does that job here.
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                trial = sweep.study.ask(sweep.distributions)
-            self.running[trial.number] = time.monotonic()
-            for key, value in this_worker().items():  # which machine and sweep process: a kill is found by it
-                trial.set_user_attr(key, value)
-            self.heartbeats.add(trial_states.trial_id(sweep.storage, sweep.study, trial.number))
-            if sweep.custom is not None:
-                sweep.custom(sweep.config, trial)
-            return trial, done + 1
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are meant for optimize(); Heartbeats does that job here.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            trial = sweep.study.ask(sweep.distributions)
+        self.running[trial.number] = time.monotonic()
+        for key, value in this_worker().items():  # which machine and sweep process: a kill is found by it
+            trial.set_user_attr(key, value)
+        self.heartbeats.add(trial_states.trial_id(sweep.storage, sweep.study, trial.number))
+        if sweep.custom is not None:
+            sweep.custom(sweep.config, trial)
+        return trial
 
     def trial_overrides(self, slot: int, trial: Any, run_dir: Path) -> list[str]:
         """Everything trial ``trial`` of slot ``slot`` is launched with."""

@@ -17,13 +17,14 @@ import socket
 import subprocess
 import threading
 import warnings
+from datetime import datetime
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
 from rnnlab.console import SWEEP, say, warn
 from rnnlab.errors import first_line
-from rnnlab.sweep.workers import SLURM_JOB_ATTR, worker_alive, worker_host
+from rnnlab.sweep.workers import SLURM_JOB_ATTR, WORKER_ATTR, worker_alive, worker_host
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +101,37 @@ def retry_stale(study: Any, trial: Any) -> None:
     requeue(study, trial)
 
 
+# A sweep claims a trial (its worker attributes) right after asking for it: milliseconds, one storage write. A
+# RUNNING trial still unclaimed this long after it started was asked by a sweep killed in between.
+UNCLAIMED_GRACE_S = 30.0
+
+
+def unclaimed(trials: list) -> list:
+    """The RUNNING trials that no sweep has claimed (no worker attributes)."""
+    import optuna
+
+    return [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and WORKER_ATTR not in t.user_attrs]
+
+
 def fail_dead_trials(study: Any, storage: Any) -> list[int]:
-    """Fail (and queue again) the RUNNING trials of this host whose sweep process is gone, at once; then the stale
-    ones of other hosts by their heartbeat. Returns the numbers failed here."""
+    """Fail (and queue again) the RUNNING trials of this host whose sweep process is gone, at once, and those
+    no sweep claimed within ``UNCLAIMED_GRACE_S``; then the stale ones of other hosts by their heartbeat.
+    Returns the numbers failed here."""
     import optuna
 
     host = socket.gethostname()
     failed = []
+    now = datetime.now()  # Optuna's datetime_start: the asking process's local time, naive
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if worker_host(trial.user_attrs) == host and not worker_alive(trial.user_attrs):
             reason = f"lost: its sweep process ({trial.user_attrs.get('worker')}) was killed"
-            if fail_lost(study, storage, trial.number, reason):
-                failed.append(trial.number)
-                cancel_job(trial)
+        elif trial in unclaimed([trial]) and (now - trial.datetime_start).total_seconds() > UNCLAIMED_GRACE_S:
+            reason = "lost: its sweep process was killed before it claimed the trial"
+        else:
+            continue
+        if fail_lost(study, storage, trial.number, reason):
+            failed.append(trial.number)
+            cancel_job(trial)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
