@@ -238,11 +238,13 @@ class RnnlabOptunaSweeper(Sweeper):
         grid_points = samplers.grid_size(self.sampler_conf, distributions)
         n_trials = budget.capped("hydra.sweeper.n_trials", min(self.n_trials, grid_points or self.n_trials))
         trial_states.fail_dead_trials(study, storage)  # a killed sweep's trials: lost, not done
-        done = len(trial_states.counted(study.get_trials(deepcopy=False)))
+        counted = trial_states.counted(study.get_trials(deepcopy=False))
+        done = sum(t.state.is_finished() for t in counted)
+        running = len(counted) - done  # other sweeps' (or a killed sweep's trial not yet found out)
         say(
             prefix=SWEEP,
-            message=f"study {study.study_name!r} on {safe_url(url)}: {done} of {n_trials} trials done; "
-            f"sweep dir {sweep_dir}",
+            message=f"study {study.study_name!r} on {safe_url(url)}: {done} of {n_trials} trials done"
+            f"{f', {running} running elsewhere' if running else ''}; sweep dir {sweep_dir}",
         )
         maximize = [d.name.lower() == "maximize" for d in study.directions]
         progress = Progress(n_trials, where.parallel, maximize, metrics)
