@@ -160,7 +160,9 @@ def expected_checkpoints(cfg: DictConfig) -> dict[str, bool]:
     if cfg.trainer.get("fast_dev_run"):
         return {"best": False, "last": False}  # Lightning saves none in a fast_dev_run
     checkpoints = [
-        c for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_", "").endswith("Checkpoint")
+        c
+        for c in (cfg.get("callbacks") or {}).values()
+        if c and c.get("_target_", "").endswith("Checkpoint") and c.get("every_n_epochs") != 0  # 0: never saves
     ]
     if not checkpoints and cfg.trainer.get("enable_checkpointing", True):
         return {"best": False, "last": True}  # Lightning's own: the last epoch's weights, no metric

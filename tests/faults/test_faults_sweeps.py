@@ -31,7 +31,7 @@ def readme_sweeps() -> list[list[str]]:
     """Every ``make sweep`` line of README.md in order, as the arguments ``make sweep`` gives src/train.py."""
     commands = []
     for line in (ROOT / "README.md").read_text().splitlines():
-        if not line.startswith("make sweep"):
+        if not line.startswith("make sweep") or "# (cluster)" in line:  # (a cluster's: tests/cluster)
             continue
         words = shlex.split(line, comments=True)
         given = next((word.partition("=")[2] for word in words if word.startswith("ARGS=")), "")
