@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -139,17 +140,37 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
         time.sleep(0.2)
 
 
-def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, data_dir):
-    # One trial's run is held inside fit (tests/cluster/holding.py) until its job is cancelled, as a user's
-    # scancel (or the cluster's) would cut a trial short; the other trials run straight through.
+@dataclass
+class HeldSweep:
+    process: subprocess.Popen  # the sweep's own process
+    job: str  # the SLURM job id of the held run
+    storage: str
+    command: list[str]
+    env: dict[str, str]
+
+
+def start_held_sweep(cluster: dict[str, str], tmp_path: Path, data_dir: Path, n_trials: int, *extra: str) -> HeldSweep:
+    """A sweep of ``n_trials`` on a fresh database, started and waited for until holding.py holds one of its runs
+    inside fit."""
     held = tmp_path / "held"
     storage = fresh_database(cluster)
-    command = sweep_command(storage, data_dir, 4, "+callbacks.hold._target_=holding.HoldOneRun")
+    command = sweep_command(storage, data_dir, n_trials, "+callbacks.hold._target_=holding.HoldOneRun", *extra)
     env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(held, process)
-        job = held.read_text().strip()
+    except BaseException:
+        process.kill()
+        raise
+    return HeldSweep(process, held.read_text().strip(), storage, command, env)
+
+
+def test_scancel_mid_trial_records_it_lost_and_runs_it_again(cluster, tmp_path, data_dir):
+    # One trial's run is held inside fit (tests/cluster/holding.py) until its job is cancelled, as a user's
+    # scancel (or the cluster's) would cut a trial short; the other trials run straight through.
+    sweep = start_held_sweep(cluster, tmp_path, data_dir, 4)
+    process, job, storage = sweep.process, sweep.job, sweep.storage
+    try:
         slurm(cluster, "scancel", job)
         out, err = process.communicate(timeout=420)
     finally:
@@ -193,15 +214,9 @@ def test_requeue_mid_trial_continues_the_trial_from_its_checkpoint(cluster, tmp_
     # scontrol requeue, as preemption or a lost node does to a job: SLURM stops the held trial's job after its
     # first epoch (or before it: no checkpoint yet) and runs it again; the trial's run continues from its
     # last.ckpt (or trains again from the start) in its own directory, under its record.
-    held = tmp_path / "held"
-    storage = fresh_database(cluster)
-    hold = ["+callbacks.hold._target_=holding.HoldOneRun", f"+callbacks.hold.epoch={epoch}", "trainer.max_epochs=3"]
-    command = sweep_command(storage, data_dir, 2, *hold)
-    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sweep = start_held_sweep(cluster, tmp_path, data_dir, 2, f"+callbacks.hold.epoch={epoch}", "trainer.max_epochs=3")
+    process, job, storage = sweep.process, sweep.job, sweep.storage
     try:
-        wait_for(held, process)
-        job = held.read_text().strip()
         slurm(cluster, "scontrol", "requeue", job)
         release_requeued(cluster, job)
         out, err = process.communicate(timeout=420)
@@ -241,22 +256,15 @@ def release_requeued(cluster: dict[str, str], job: str, timeout: float = 60) -> 
 def test_a_killed_sweep_rerun_re_asks_its_running_trials_once(cluster, tmp_path, data_dir):
     # The sweep's own process killed (kill -9) while its trials run as jobs; the same command run again records
     # those trials lost and asks their parameters again, once: n_trials results, none counted twice, none RUNNING.
-    held = tmp_path / "held"
-    storage = fresh_database(cluster)
-    command = sweep_command(storage, data_dir, 4, "+callbacks.hold._target_=holding.HoldOneRun")
-    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(held, process)
-        job = held.read_text().strip()
-    finally:
-        process.kill()
-        process.communicate()
+    sweep = start_held_sweep(cluster, tmp_path, data_dir, 4)
+    job, storage = sweep.job, sweep.storage
+    sweep.process.kill()
+    sweep.process.communicate()
     before = trials_of(storage)
     running = [t.number for t in before if t.state.name == "RUNNING"]
     assert running, [t.state.name for t in before]
     done = sum(t.state.name == "COMPLETE" for t in before)
-    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    rerun = subprocess.run(sweep.command, cwd=ROOT, env=sweep.env, capture_output=True, text=True, timeout=420)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     trials = trials_of(storage)
@@ -303,16 +311,10 @@ def test_two_sweeps_of_one_study_from_two_shells_share_it_as_jobs(cluster, tmp_p
 def test_a_trial_at_its_time_limit_continues_in_the_requeued_job(cluster, tmp_path, data_dir):
     # SLURM warns a job signal_delay_s before its time limit (SIGUSR2); submitit requeues it while it may
     # (hydra.launcher.max_num_timeout) and the trial's run continues from its last.ckpt in the job run again.
-    held = tmp_path / "held"
-    storage = fresh_database(cluster)
     limits = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=1"]
-    hold = ["+callbacks.hold._target_=holding.HoldOneRun", "+callbacks.hold.epoch=1", "trainer.max_epochs=3"]
-    command = [*sweep_command(storage, data_dir, 2, *hold), *limits]
-    env = sweep_env(cluster, tmp_path, RNNLAB_TEST_PAUSE=str(held))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sweep = start_held_sweep(cluster, tmp_path, data_dir, 2, "+callbacks.hold.epoch=1", "trainer.max_epochs=3", *limits)
+    process, job, storage = sweep.process, sweep.job, sweep.storage
     try:
-        wait_for(held, process)
-        job = held.read_text().strip()
         release_requeued(cluster, job, timeout=120)  # the warning comes 30 s into the job
         out, err = process.communicate(timeout=420)
     finally:

@@ -125,7 +125,7 @@ def fail_dead_trials(study: Any, storage: Any) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         if worker_host(trial.user_attrs) == host and not worker_alive(trial.user_attrs):
             reason = f"lost: its sweep process ({trial.user_attrs.get('worker')}) was killed"
-        elif trial in unclaimed([trial]) and (now - trial.datetime_start).total_seconds() > UNCLAIMED_GRACE_S:
+        elif WORKER_ATTR not in trial.user_attrs and (now - trial.datetime_start).total_seconds() > UNCLAIMED_GRACE_S:
             reason = "lost: its sweep process was killed before it claimed the trial"
         else:
             continue
