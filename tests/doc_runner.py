@@ -156,7 +156,7 @@ def make_lines(text: str, cwd: Path) -> list[str]:
     defined = set(re.findall(r"^([A-Z_]+)\s*[:?+]?=", makefile.read_text(), flags=re.M))
     env = {k: v for k, v in os.environ.items() if k not in MAKE_VARIABLES and k not in defined}
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=True)
-    return [line for line in done.stdout.splitlines() if line.strip()]
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]  # `$(ARGS)` empty: a trailing space
 
 
 def absolute(line: str) -> str:

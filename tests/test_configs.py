@@ -37,9 +37,6 @@ from rnnlab.runs.store import RECORD_FILE, find_records
 pytestmark = pytest.mark.configs
 
 ONE_CORE = ["threads=1"]  # every case on one core: the in-process case and the background command share two
-# Sizes no budget caps, shrunk for the matrix: the dynamic adding problem's 3000 steps cost ~10 s in the model
-# summary's FLOP count alone.
-DATA_SIZES = {"adding_dynamic": ["data.seq_len=300"]}
 # Files under conf/ that no case here runs, with the reason.
 NOT_RUN = {
     "hydra/launcher/slurm_gpu.yaml": "needs SLURM (hydra-submitit-launcher and a cluster)",
@@ -231,7 +228,7 @@ def trained(root, data_dir):
 
     def get(data: str, cell: str, impl: str):
         if (data, cell, impl) not in runs:
-            overrides = [f"data={data}", f"model={cell}", f"model.impl={impl}", *TINY, *DATA_SIZES.get(data, [])]
+            overrides = [f"data={data}", f"model={cell}", f"model.impl={impl}", *TINY]
             runs[data, cell, impl] = train_tiny(root, data_dir, overrides, f"{data}-{cell}-{impl}")
         return runs[data, cell, impl]
 

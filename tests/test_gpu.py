@@ -24,6 +24,8 @@ import optuna
 import pytest
 import torch
 
+from rnnlab import budget
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 sys.path.insert(0, str(BENCH))
@@ -41,15 +43,8 @@ NEEDS_CUDA = pytest.mark.skipif(
     f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')})",
 )
 KINDS = ("vanilla", "gru", "lstm")
-# A few batches of a small model, no progress bar, no test.
-TINY = [
-    "model.hidden_size=16",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-    "test=false",
-]
+# The tiny budget (rnnlab.budget): one epoch of a few batches.
+TINY = budget.overrides(max_epochs=1, limit_val_batches=1, limit_test_batches=1)
 
 
 def cli(script: str, *args: str, root: Path, timeout: float = 140, warnings: str = "ignore"):
@@ -173,7 +168,6 @@ def test_a_training_step_under_mixed_precision(tmp_path, data_dir, precision, im
         f"trainer.precision={precision}",
         f"model.impl={impl}",
         *TINY,
-        "trainer.log_every_n_steps=1",
         f"paths.data_dir={data_dir}",
         root=tmp_path,
     )
@@ -206,8 +200,7 @@ def test_no_host_to_device_copy_of_data_in_training_steps(tmp_path, data_dir, im
         "train.py",
         "trainer=gpu",
         f"model.impl={impl}",
-        *[o for o in TINY if not o.startswith("+trainer.limit_train_batches")],
-        "+trainer.limit_train_batches=8",
+        *budget.overrides(max_epochs=1, limit_train_batches=8, limit_val_batches=1, limit_test_batches=1),
         f"paths.data_dir={data_dir}",
         "+callbacks.copies._target_=gpu_probes.HostToDeviceCopies",
         f"+callbacks.copies.path={report}",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, ROOT, cli_env, interrupt_at, read_scalars
+from helpers import FIXTURES, ROOT, cli_env, interrupt_at, read_scalars, tiny
 from rnnlab.runs.commands.show import record_lines
 from rnnlab.runs.store import parse_time, read_record
 
@@ -20,12 +20,7 @@ pytestmark = pytest.mark.slow
 
 ARGS = [
     "model=gru",
-    "model.hidden_size=8",
-    "trainer.max_epochs=3",
-    "++trainer.limit_train_batches=3",
-    "++trainer.limit_val_batches=1",
-    "++trainer.limit_test_batches=1",
-    "threads=1",
+    *tiny(max_epochs=3, limit_val_batches=1, limit_test_batches=1),
     "+callbacks.pause._target_=pausing.PauseAt",
 ]
 

@@ -16,19 +16,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, TINY, cli_env, read_hparams, read_scalars, read_session_status, run_cli, run_clis, start_cli
+from helpers import (
+    ROOT,
+    TINY,
+    cli_env,
+    read_hparams,
+    read_scalars,
+    read_session_status,
+    run_cli,
+    run_clis,
+    start_cli,
+    tiny,
+)
 from rnnlab.runs.store import read_record
 
 pytestmark = pytest.mark.slow
 
-TWO_EPOCHS = [
-    "model.hidden_size=8",
-    "trainer.max_epochs=2",
-    "++trainer.limit_train_batches=3",
-    "++trainer.limit_val_batches=2",
-    "++trainer.limit_test_batches=2",
-    "threads=1",
-]
+TWO_EPOCHS = tiny(max_epochs=2)
 
 
 def run_dirs(root: Path) -> list[Path]:
@@ -174,15 +178,7 @@ def wait_for_epoch(run_dir_parent: Path, epoch: int, process, timeout: float = 2
     raise AssertionError(f"no epoch {epoch} within {timeout} s")
 
 
-LONG = [
-    "model=vanilla",
-    "model.hidden_size=8",
-    "trainer.max_epochs=200",
-    "++trainer.limit_train_batches=2",
-    "++trainer.limit_val_batches=1",
-    "~model/scheduler",
-    "threads=1",
-]
+LONG = ["model=vanilla", *tiny(max_epochs=200, limit_train_batches=2, limit_val_batches=1), "~model/scheduler"]
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "interrupted")])

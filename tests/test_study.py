@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from scipy import stats
 
 from helpers import CONF, ROOT, run_cli, start_cli
+from rnnlab import budget
 from rnnlab.errors import ConfigError
 from rnnlab.runs.store import find_records, read_record
 from rnnlab.study import make_plan
@@ -36,15 +37,10 @@ from rnnlab.study.stats import summarize, verdict, welch
 CELLS = ["vanilla", "gru"]
 TINY_STUDY = [
     f"study.cells=[{','.join(CELLS)}]",
-    "study.trials=2",
-    "study.trial_epochs=1",
-    "study.epochs=2",
-    "study.seeds=2",
+    *budget.count_overrides("study."),  # trials, trial_epochs, epochs, seeds
     "study.jobs=1",
     "study.params={model.hidden_size:'int(interval(4, 10))'}",
-    "++trainer.limit_train_batches=3",
-    "++trainer.limit_val_batches=2",
-    "++trainer.limit_test_batches=2",
+    *(arg for arg in budget.overrides() if "_batches=" in arg),  # the study sets the epochs and searches sizes
     "callbacks.gradient_diagnostics.every_n_epochs=1",
     "threads=1",
 ]

@@ -26,16 +26,14 @@ from optuna.trial import TrialState
 
 from helpers import ROOT, compose_config, read_scalars, run_cli
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import distribution_of
+from rnnlab import budget
 from rnnlab.devices import cpu_share
 
 STUDY = "mnist1d-lstm"  # <data>-<cell> of the default config
 TINY_SWEEP = [
     "hparams_search=optuna",
-    "model.hidden_size=8",  # a fixed override wins over the search space: only the lr is swept
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
+    # model.hidden_size among them: a fixed override wins over the search space, so only the lr is swept
+    *budget.overrides(max_epochs=1, limit_val_batches=1),  # no threads=1: the sweeper shares the cores
 ]
 # val/loss is NaN when lr=1e30 (inf is refused); hidden_size=0 is rejected by validation (the job raises).
 ON_LOSS = ["optimized_metric=val/loss", "optimized_mode=min"]

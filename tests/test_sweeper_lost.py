@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from fixtures.sweep_runs import SPHERE, run_app, start_app
 from helpers import ROOT
+from rnnlab import budget
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -50,8 +51,8 @@ def test_ctrl_c_mid_trial_records_it_lost_and_the_rerun_runs_it_again(tmp_path, 
     # Ctrl-C reaches the whole foreground process group, as from a terminal, while the trial is inside
     # Lightning's fit: held there by a test callback (so a fast machine cannot finish the trial first).
     args = [
-        "-m", "hparams_search=optuna", "model.hidden_size=8", "trainer.max_epochs=2", "+trainer.limit_train_batches=3",
-        "+trainer.limit_val_batches=1", f"paths.data_dir={data_dir}", "hydra.sweeper.n_trials=1",
+        "-m", "hparams_search=optuna", *budget.overrides(limit_val_batches=1), f"paths.data_dir={data_dir}",
+        "hydra.sweeper.n_trials=1",
         "+callbacks.pause._target_=pausing.PauseInFit",
     ]  # fmt: skip
     env = {

@@ -15,14 +15,12 @@ from optuna.trial import TrialState
 
 from fixtures.sweep_runs import SPHERE, TEMPLATE, assert_one_error_line, run_app, snapshot
 from helpers import compose_config, read_scalars, recipe_code, run_cli
+from rnnlab import budget
 
 TINY = [
     "-m",
     "hparams_search=optuna",
-    "model.hidden_size=8",
-    "trainer.max_epochs=2",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
+    *budget.overrides(limit_val_batches=1),
     "hydra.sweeper.n_trials=1",
 ]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY, assert_refused, read_scalars, run_cli, run_clis, tree
+from helpers import ROOT, TINY, assert_refused, read_scalars, run_cli, run_clis, tiny, tree
 
 CELLS = ("vanilla", "gru", "lstm")
 
@@ -107,7 +107,7 @@ def test_one_cycle_fits_any_number_of_steps(steps):
 
 def test_one_cycle_runs_shorter_than_their_warm_up_train(tmp_path, data_dir):
     # 1 epoch of 4 batches (a 1-step warm-up at pct_start=0.25) and of 1 batch, each cell: 6 jobs, one process.
-    tiny = [arg for arg in TINY if not arg.startswith("+trainer.limit_train_batches")]
+    tiny = [arg for arg in TINY if "limit_train_batches" not in arg]  # swept below
     result = run_cli(
         "train.py",
         "-m",
@@ -128,8 +128,8 @@ def test_one_cycle_runs_shorter_than_their_warm_up_train(tmp_path, data_dir):
 
 
 def test_one_cycle_run_too_short_for_its_warm_up_trains_under_ddp(tmp_path, data_dir):
-    tiny = [arg for arg in TINY if not arg.startswith("+trainer.limit_train_batches")]
-    args = [*tiny, "trainer=ddp_sim", "+trainer.limit_train_batches=4", f"paths.data_dir={data_dir}"]
+    args = [*tiny(max_epochs=1, limit_train_batches=4, limit_val_batches=1, limit_test_batches=1), "trainer=ddp_sim"]
+    args.append(f"paths.data_dir={data_dir}")
     result = run_cli("train.py", *args, root=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/loss=" in result.stdout

@@ -25,6 +25,7 @@ TINY: Mapping[str, int] = {
     "trainer.limit_test_batches": 2,
     "trainer.log_every_n_steps": 1,  # with 3 batches an epoch a larger interval would never log a step
     "model.hidden_size": 8,
+    "data.seq_len": 100,  # the sequence tasks' steps (the dynamic adding problem has 3000)
     "length": 20,  # generate.py: steps generated
 }
 # Counts read before any run's config exists (``capped``): the sweeper's trials, the study's plan, the compare
@@ -59,6 +60,29 @@ def capped(key: str, value: Any) -> Any:
     if active() is None or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return value
     return min(value, TINY_COUNTS[key])
+
+
+def overrides(**replaced: int) -> list[str]:
+    """The tiny budget as Hydra overrides of one run, for a command composed by a test or script that picks
+    some numbers itself: ``TINY``'s trainer and model caps (not a task's or generate's, which only some
+    configs have), each replaceable by its last key part (``overrides(max_epochs=1, limit_train_batches=8)``).
+    Batch limits are ``++``: a trainer config may or may not set them."""
+    unknown = set(replaced) - {key.rpartition(".")[2] for key in TINY if key.startswith(("trainer.", "model."))}
+    if unknown:
+        raise ValueError(f"not a tiny-budget key: {sorted(unknown)}")
+    args = []
+    for key, cap in TINY.items():
+        if not key.startswith(("trainer.", "model.")):
+            continue
+        value = replaced.get(key.rpartition(".")[2], cap)
+        args.append(f"{'++' if key in ADDED else ''}{key}={value}")
+    return args
+
+
+def count_overrides(prefix: str) -> list[str]:
+    """The tiny budget's counts under ``prefix`` (``"study."``) as overrides, for a test that writes its own
+    command."""
+    return [f"{key}={cap}" for key, cap in TINY_COUNTS.items() if key.startswith(prefix)]
 
 
 def _capped(key: str, value: Any, cap: int) -> Any:

@@ -19,19 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, finish, pause_env, read_scalars, start_script, wait_for
+from helpers import ROOT, finish, pause_env, read_scalars, start_script, tiny, wait_for
 from rnnlab.runs.hold import HOLD_FILE, RunHeld, RunHold, live_holder
 from rnnlab.runs.process import hostname
 from rnnlab.runs.store import read_record
 
 ARGS = [
     "model=vanilla",
-    "model.hidden_size=8",
-    "trainer.max_epochs=2",
-    "++trainer.limit_train_batches=3",
-    "++trainer.limit_val_batches=1",
-    "++trainer.limit_test_batches=1",
-    "threads=1",
+    *tiny(max_epochs=2, limit_val_batches=1, limit_test_batches=1),
     "+callbacks.pause._target_=pausing.PauseAt",
 ]
 IN_USE = "is in use by another command (pid {pid} on {host} since "

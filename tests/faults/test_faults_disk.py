@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FIXTURES, ROOT, cli_env, run_cli
+from helpers import FIXTURES, ROOT, cli_env, run_cli, tiny
 
-TINY_RUN = ["model.hidden_size=8", "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "threads=1"]
+TINY_RUN = tiny(max_epochs=2)
 
 
 def in_mount_namespace(setup: str, command: list[str], root: Path) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finish, pause_env, read_scalars, read_session_status, start_script, wait_for
+from helpers import finish, pause_env, read_scalars, read_session_status, start_script, tiny, wait_for
 from rnnlab.runs.store import read_record
 
 pytestmark = pytest.mark.slow
@@ -50,12 +50,7 @@ def killed_twice(tmp_path_factory, data_dir) -> dict:
     marker = root / "paused"
     args = [
         "model=vanilla",
-        "model.hidden_size=8",
-        f"trainer.max_epochs={EPOCHS}",
-        f"++trainer.limit_train_batches={BATCHES}",
-        "++trainer.limit_val_batches=1",
-        "++trainer.limit_test_batches=1",
-        "threads=1",
+        *tiny(max_epochs=EPOCHS, limit_train_batches=BATCHES, limit_val_batches=1, limit_test_batches=1),
         "seed=3",
         f"paths.data_dir={data_dir}",
         "+callbacks.pause._target_=pausing.PauseAt",

@@ -1,0 +1,26 @@
+"""The tiny budget (``rnnlab.budget``): the caps ``RNNLAB_BUDGET=tiny`` applies, and the same caps as the
+overrides tests write into their own commands (one home for both)."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import compose_config
+from rnnlab import budget
+
+
+def test_the_tests_overrides_are_the_caps_the_budget_applies(tmp_path, data_dir, monkeypatch):
+    cfg = compose_config("train", budget.overrides(), tmp_path, data_dir)
+    monkeypatch.setenv(budget.ENV, "tiny")
+    assert budget.apply(cfg) == {}  # nothing left to shrink: the overrides hold every cap
+    monkeypatch.delenv(budget.ENV)
+    cfg = compose_config("train", [], tmp_path, data_dir)
+    monkeypatch.setenv(budget.ENV, "tiny")
+    assert set(budget.apply(cfg)) == {key for key in budget.TINY if key.startswith(("trainer.", "model."))}
+
+
+def test_a_test_replaces_the_numbers_it_picks_itself(tmp_path, data_dir):
+    cfg = compose_config("train", budget.overrides(max_epochs=5, limit_val_batches=1), tmp_path, data_dir)
+    assert (cfg.trainer.max_epochs, cfg.trainer.limit_val_batches, cfg.trainer.limit_train_batches) == (5, 1, 3)
+    with pytest.raises(ValueError, match="max_epoch"):
+        budget.overrides(max_epoch=5)
