@@ -48,19 +48,23 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any], *, in_place_whe
             os.unlink(tmp)
         if not in_place_when_full or error.errno not in (errno.ENOSPC, errno.EDQUOT) or not path.is_file():
             raise
-        _overwrite_in_place(path, text.encode("utf-8"))  # a full disk: the old file's blocks still take it
+        compact = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n"
+        _overwrite_in_place(path, [text.encode("utf-8"), compact.encode("utf-8")])  # the old file's blocks
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
-def _overwrite_in_place(path: Path, data: bytes) -> None:
-    """Write ``data`` over ``path``'s own blocks (no new file, no truncation before writing), then cut the
-    rest: a small record's final state fits where its last one was when the disk has no room for a temp file.
-    Not atomic: the last resort when the atomic write cannot be made."""
+def _overwrite_in_place(path: Path, forms: list[bytes]) -> None:
+    """Write the first of ``forms`` (one content, larger to smaller) that ``path``'s own blocks can hold over
+    them (no new file, no truncation before writing), then cut the rest: a small record's final state fits
+    where its last one was when the disk has no room for a temp file. The room is reserved before a byte is
+    written, so a write never stops halfway (which would leave neither the old file nor the new one); where
+    no form fits, the old file stays. Not atomic: the last resort when the atomic write cannot be made."""
     fd = os.open(path, os.O_WRONLY)
     try:
+        data = _reserve(fd, forms)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -68,6 +72,21 @@ def _overwrite_in_place(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _reserve(fd: int, forms: list[bytes]) -> bytes:
+    """The first of ``forms`` the file ``fd`` has room for (``posix_fallocate``: the blocks it holds, or new
+    ones); an ENOSPC OSError where none fits."""
+    for data in forms:
+        try:
+            os.posix_fallocate(fd, 0, len(data))
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT) and data is not forms[-1]:
+                continue  # a smaller form may fit
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        return data  # room reserved (or a file system that cannot reserve: written as before)
+    return forms[-1]
 
 
 @contextlib.contextmanager
