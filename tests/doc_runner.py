@@ -215,40 +215,9 @@ def console_script(argv: list[str]) -> None:
 
 def in_process(body) -> tuple[int, str, str]:
     """Run ``body`` here with file descriptors 1 and 2 captured; its exit code as a process would have it."""
-    from hydra.core.global_hydra import GlobalHydra
+    from inprocess import call_captured
 
-    saved_argv = sys.argv
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = os.dup(1), os.dup(2)
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        rc = 0
-        try:
-            body()
-        except SystemExit as exit:
-            if isinstance(exit.code, str):
-                print(exit.code, file=sys.stderr)
-            rc = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            rc = 1
-        finally:
-            from rnnlab.app.holds import release_holds
-
-            release_holds()  # a process ends a command's hold; this one goes on to the next command
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            sys.argv = saved_argv
-            GlobalHydra.instance().clear()
-        out.seek(0)
-        err.seek(0)
-        return rc, out.read(), err.read()
+    return call_captured(body)
 
 
 def free_port() -> int:

@@ -42,8 +42,16 @@ def cli_env(root: Path) -> dict[str, str]:
     return {**os.environ, "RNNLAB_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
 
 
-def run_cli(script: str, *args: str, root: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``src/<script>`` as a user would, with logs under ``root`` (RNNLAB_ROOT)."""
+def run_cli(
+    script: str, *args: str, root: Path, timeout: float = 300, process: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``src/<script>`` as a user would, with logs under ``root`` (RNNLAB_ROOT): in this process
+    (tests/inprocess.py: the start-up is most of a tiny command's time), or in a process of its own where
+    ``process`` (what the test is about needs one: DDP's ranks, a process's own environment)."""
+    if not process:
+        from inprocess import run_main
+
+        return run_main([str(ROOT / "src" / script), *args], env=cli_env(root), cwd=str(ROOT))
     return subprocess.run(
         [sys.executable, str(ROOT / "src" / script), *args],
         cwd=ROOT,
@@ -54,13 +62,10 @@ def run_cli(script: str, *args: str, root: Path, timeout: float = 300) -> subpro
     )
 
 
-def run_clis(commands: list[tuple[str, list[str], Path]], at_once: int = 3) -> list[subprocess.CompletedProcess]:
-    """``run_cli`` for each ``(script, args, root)``, ``at_once`` at a time (most of each command is Python's
-    and torch's start-up); the results in the order given. For rows of one kind checked one test per row."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(at_once) as pool:
-        return list(pool.map(lambda command: run_cli(command[0], *command[1], root=command[2]), commands))
+def run_clis(commands: list[tuple[str, list[str], Path]]) -> list[subprocess.CompletedProcess]:
+    """``run_cli`` for each ``(script, args, root)`` in this process, one after another; the results in the
+    order given. For rows of one kind checked one test per row."""
+    return [run_cli(script, *args, root=root) for script, args, root in commands]
 
 
 def start_cli(script: str, *args: str, root: Path) -> subprocess.Popen:

@@ -228,26 +228,28 @@ def test_accuracy_against_size_keeps_a_pareto_front(tmp_path, data_dir):
 
 
 def test_what_counts_as_a_fixed_override_and_which_folder_a_study_owns(tmp_path):
-    from hydra_plugins.rnnlab_sweeper import study
+    from hydra_plugins.rnnlab_sweeper import optuna_study
 
-    started = study.fixed_settings(
+    started = optuna_study.fixed_settings(
         ["+trainer.limit_train_batches=3", "trainer.max_epochs=3", "threads=2", "~model/scheduler"]
     )
-    now = study.fixed_settings(
+    now = optuna_study.fixed_settings(
         ["++trainer.limit_train_batches=3", "trainer.max_epochs=2", "hydra/launcher=joblib", "hydra.sweeper.n_trials=9"]
     )
     assert started == {"trainer.limit_train_batches": "3", "trainer.max_epochs": "3", "model/scheduler": "~"}
-    assert study.differences(started, now) == [
+    assert optuna_study.differences(started, now) == [
         "model/scheduler=~ (now not given)",
         "trainer.max_epochs=3 (now 2)",
     ]
 
     wanted = tmp_path / "mnist1d-lstm"
-    assert study.owned_sweep_dir(wanted, "s", "url", "a", set()) == wanted  # free: nothing there yet
-    study.claim(wanted, "s", "url", "a")
-    assert study.owned_sweep_dir(wanted, "s", "url", "a", set()) == wanted  # its own
-    assert study.owned_sweep_dir(wanted, "s", "url", "b", set()) == tmp_path / "mnist1d-lstm_2"  # another study's
+    assert optuna_study.owned_sweep_dir(wanted, "s", "url", "a", set()) == wanted  # free: nothing there yet
+    optuna_study.claim(wanted, "s", "url", "a")
+    assert optuna_study.owned_sweep_dir(wanted, "s", "url", "a", set()) == wanted  # its own
+    assert (
+        optuna_study.owned_sweep_dir(wanted, "s", "url", "b", set()) == tmp_path / "mnist1d-lstm_2"
+    )  # another study's
     legacy = tmp_path / "old"
-    (legacy / "trial_0").mkdir(parents=True)  # a folder from before study.yaml: the study whose trials ran there
-    assert study.owned_sweep_dir(legacy, "s", "url", "c", {str(legacy)}) == legacy
-    assert study.owned_sweep_dir(legacy, "s", "url", "d", set()) == tmp_path / "old_2"
+    (legacy / "trial_0").mkdir(parents=True)  # a folder from before optuna_study.yaml: the study whose trials ran there
+    assert optuna_study.owned_sweep_dir(legacy, "s", "url", "c", {str(legacy)}) == legacy
+    assert optuna_study.owned_sweep_dir(legacy, "s", "url", "d", set()) == tmp_path / "old_2"

@@ -24,8 +24,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.rnnlab_sweeper import placement, samplers, search_space, trial_states
-from hydra_plugins.rnnlab_sweeper import study as studies
+from hydra_plugins.rnnlab_sweeper import optuna_study, placement, samplers, search_space, trial_states
 from hydra_plugins.rnnlab_sweeper.progress import Progress
 from hydra_plugins.rnnlab_sweeper.samplers import SweepOptionError
 from hydra_plugins.rnnlab_sweeper.search_space import SearchSpaceError, distribution_of  # noqa: F401 (public)
@@ -130,10 +129,10 @@ class RnnlabOptunaSweeper(Sweeper):
     def _sweep(self, arguments: list[str]) -> list[Outcome]:
         # 1. Everything that can be checked without touching the storage or any file.
         distributions, fixed, custom = self._search_space(arguments)
-        directions = studies.directions_of(self.direction, self.config)
-        metrics = studies.metric_names(self.config, len(directions))
-        name = self.study_name or studies.default_study_name(self.config)
-        url = self.storage_url or studies.default_storage(self.config)
+        directions = optuna_study.directions_of(self.direction, self.config)
+        metrics = optuna_study.metric_names(self.config, len(directions))
+        name = self.study_name or optuna_study.default_study_name(self.config)
+        url = self.storage_url or optuna_study.default_storage(self.config)
         sampler = samplers.build_sampler(self.sampler_conf, distributions)
         pruner, self.pruner_conf = samplers.build_pruner(self.pruner_conf, len(directions))
 
@@ -183,8 +182,10 @@ class RnnlabOptunaSweeper(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created": the progress lines say it
         # Stale trials (their sweep on another host died) run again, once.
         storage = open_storage(url, self.heartbeat_interval, self.grace_period, trial_states.retry_stale)
-        settings = studies.fixed_settings(fixed)
-        study, record = studies.open_study(storage, name, directions, settings, metrics, sampler=sampler, pruner=pruner)
+        settings = optuna_study.fixed_settings(fixed)
+        study, record = optuna_study.open_study(
+            storage, name, directions, settings, metrics, sampler=sampler, pruner=pruner
+        )
         for entry in self.enqueue:
             study.enqueue_trial(entry, skip_if_exists=True)
         return study, storage, record
@@ -199,10 +200,10 @@ class RnnlabOptunaSweeper(Sweeper):
             self.config.hydra.sweeper.study_name, self.config.hydra.sweeper.storage = name, url
         trial_dirs = {str(Path(t.user_attrs["run_dir"]).parent) for t in study.trials if "run_dir" in t.user_attrs}
         wanted = Path(self.config.hydra.sweep.dir).absolute()
-        sweep_dir = studies.owned_sweep_dir(wanted, name, safe_url(url), uid, trial_dirs)
+        sweep_dir = optuna_study.owned_sweep_dir(wanted, name, safe_url(url), uid, trial_dirs)
         if sweep_dir != wanted:
             say(prefix=SWEEP, message=f"{wanted} belongs to another study {name!r}: this one writes into {sweep_dir}")
-        studies.claim(sweep_dir, name, safe_url(url), uid)
+        optuna_study.claim(sweep_dir, name, safe_url(url), uid)
         self._resolve_launcher_folder()
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         return sweep_dir
@@ -269,7 +270,7 @@ class RnnlabOptunaSweeper(Sweeper):
 
         study, sweep_dir, n_trials = loop.sweep.study, loop.sweep.sweep_dir, loop.sweep.n_trials
         show(top_trials_table(study, self.top_k, metrics))
-        base = [o for o in fixed if not o.lstrip("+~").startswith(studies.EXECUTION_PREFIXES)]
+        base = [o for o in fixed if not o.lstrip("+~").startswith(optuna_study.EXECUTION_PREFIXES)]
         full = [o for o in base if o.split("=")[0].lstrip("+~") not in SWEEP_ONLY_KEYS]
         script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "src/train.py"
         best_path = write_best(study, sweep_dir, base, metrics, full, script)

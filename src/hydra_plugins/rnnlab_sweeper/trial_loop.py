@@ -24,8 +24,7 @@ from typing import Any
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig
 
-from hydra_plugins.rnnlab_sweeper import study as studies
-from hydra_plugins.rnnlab_sweeper import trial_states
+from hydra_plugins.rnnlab_sweeper import optuna_study, trial_states
 from hydra_plugins.rnnlab_sweeper.placement import Placement
 from hydra_plugins.rnnlab_sweeper.progress import Progress
 from hydra_plugins.rnnlab_sweeper.trial_overrides import TrialOverrides
@@ -307,7 +306,7 @@ def _outcome_text(study: Any, number: int, state: str, values: Any, reason: str 
         return f"failed: {reason}"
     if state == LOST:
         return f"{reason}; it runs again"
-    metrics = (study.user_attrs.get(studies.STUDY_ATTR) or {}).get("metrics") or []
+    metrics = (study.user_attrs.get(optuna_study.STUDY_ATTR) or {}).get("metrics") or []
     names = metrics if len(metrics) == len(values or ()) else [f"value_{i}" for i in range(len(values or ()))]
     return "done: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values or ()))
 
