@@ -5,8 +5,9 @@ command does, not about the process around it, runs it here instead: the script 
 ``sys.argv``, the environment and the working directory it would have, file descriptors 1 and 2 (and
 ``sys.stdout``/``sys.stderr``) captured, and the exit code a process would have. What a command changes in
 this process (environment, working directory, signal handlers, logging handlers, warnings filters, torch's
-threads, Hydra's global state, the run holds) is put back after it. Signals, exit codes at start-up, a
-command killed halfway, DDP's extra processes and concurrent commands still need a real process.
+threads, Hydra's global state, the run holds, joblib's worker processes) is put back after it. Signals, exit
+codes at start-up, a command killed halfway, DDP's extra processes and concurrent commands still need a real
+process.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def call_captured(body: Callable[[], object], env: dict[str, str] | None = None,
         if env is not None:
             os.environ.clear()
             os.environ.update(env)
+            # PYTHONPATH as a new process would read it (e.g. tests/fixtures for a test callback's _target_)
+            sys.path[:0] = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
         if cwd is not None:
             os.chdir(cwd)
         if os.environ.get("PYTHONWARNINGS") == "ignore":
@@ -93,6 +96,15 @@ def captured(out, err) -> Iterator[None]:
         os.close(saved_fds[1])
 
 
+def stop_joblib_workers() -> None:
+    """End joblib's reusable worker processes (Hydra's joblib launcher) with the command that started them, as
+    its process would: kept, they would run the next command's jobs in this command's environment."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
 @contextlib.contextmanager
 def restored_process_state() -> Iterator[None]:
     """Put back what a command changes in its process (see the module's docstring)."""
@@ -108,11 +120,18 @@ def restored_process_state() -> Iterator[None]:
             yield
     finally:
         from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.hydra_config import HydraConfig
 
         from rnnlab.app.holds import release_holds
+        from rnnlab.app.rundirs import forget_reserved
 
         release_holds()  # a process ends a command's hold; this one goes on
+        forget_reserved()  # what a finished command reserved is its run's
         GlobalHydra.instance().clear()
+        # Hydra's job config: left set, the next command's composition could resolve ${hydra:...} where a new
+        # process cannot (OmegaConf dereferences an interpolation it merges over), e.g. reserve a run directory
+        HydraConfig.instance().cfg = None
+        stop_joblib_workers()
         for handler in root.handlers:
             if handler not in root_handlers:
                 handler.close()  # e.g. Hydra's file handler on the run's train.log

@@ -1,4 +1,4 @@
-"""The command line as users meet it: src/train.py and src/eval.py in a subprocess."""
+"""The command line as users meet it: src/train.py and src/eval.py as commands (run in-process: tests/inprocess.py)."""
 
 from __future__ import annotations
 
