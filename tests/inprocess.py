@@ -96,6 +96,17 @@ def captured(out, err) -> Iterator[None]:
         os.close(saved_fds[1])
 
 
+def fresh_hydra() -> None:
+    """Hydra's global state as in a new process. Its job config left set, a composition could resolve
+    ``${hydra:...}`` where a new process cannot (OmegaConf dereferences an interpolation it merges over) and,
+    e.g., reserve a run directory."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+
+
 def stop_joblib_workers() -> None:
     """End joblib's reusable worker processes (Hydra's joblib launcher) with the command that started them, as
     its process would: kept, they would run the next command's jobs in this command's environment."""
@@ -115,22 +126,17 @@ def restored_process_state() -> Iterator[None]:
     root = logging.getLogger()
     root_handlers, root_level = root.handlers[:], root.level
     threads = torch.get_num_threads()
+    fresh_hydra()  # a test's own compose() may have left it set
     try:
         with warnings.catch_warnings():
             yield
     finally:
-        from hydra.core.global_hydra import GlobalHydra
-        from hydra.core.hydra_config import HydraConfig
-
         from rnnlab.app.holds import release_holds
         from rnnlab.app.rundirs import forget_reserved
 
         release_holds()  # a process ends a command's hold; this one goes on
         forget_reserved()  # what a finished command reserved is its run's
-        GlobalHydra.instance().clear()
-        # Hydra's job config: left set, the next command's composition could resolve ${hydra:...} where a new
-        # process cannot (OmegaConf dereferences an interpolation it merges over), e.g. reserve a run directory
-        HydraConfig.instance().cfg = None
+        fresh_hydra()
         stop_joblib_workers()
         for handler in root.handlers:
             if handler not in root_handlers:

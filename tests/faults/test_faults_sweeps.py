@@ -1,6 +1,7 @@
 """Faults of sweeps as users run them: the README's sweep commands in the order shown, best.yaml's command.
 
-Commands run as a user would (subprocesses, real Optuna storage) under ``RNNLAB_BUDGET=tiny``.
+Commands run as a user would (real Optuna storage) under ``RNNLAB_BUDGET=tiny``; in this process where the
+process boundary is not what a test is about (tests/inprocess.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, cli_env
+from inprocess import run_main
 
 pytestmark = pytest.mark.slow
 
@@ -44,11 +46,8 @@ def readme_sweep_results(tmp_path_factory) -> tuple[Path, list[subprocess.Comple
     """RNNLAB_ROOT and the results of README's sweep commands, run one after the other in that root."""
     root = tmp_path_factory.mktemp("readme-sweeps")
     results = []
-    for command in readme_sweeps():
-        run = subprocess.run(
-            [sys.executable, *command], cwd=ROOT, env=budget_env(root), capture_output=True, text=True, timeout=600
-        )
-        results.append(run)
+    for script, *args in readme_sweeps():  # in this process (tests/inprocess.py): their order is the point
+        results.append(run_main([str(ROOT / script), *args], env=budget_env(root), cwd=str(ROOT)))
     return root, results
 
 
