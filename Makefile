@@ -41,10 +41,9 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Two pytest-xdist workers: one runs the whole-command tests (documents, configs, cluster) one after another, the
-# other every other file (tests/conftest.py groups them).
+# Two pytest-xdist workers, a test file's tests on one (its module fixtures are made once).
 test: install lint
-	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
 # The edit loop (<= 90 s): the unit tests of the modules that run in-process, and one tiny end-to-end run.
 QUICK_TESTS := tests/test_cells.py tests/test_augment.py tests/test_data.py tests/test_encoders.py tests/test_layout.py \

@@ -23,18 +23,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The tests that run whole commands, each keeping both cores busy by itself: one worker runs them one after another.
-WHOLE_COMMANDS = ("docs", "configs", "cluster")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): a file's tests on one
-    worker, so its module fixtures are made once; the document, config and cluster tests all on one."""
-    for item in items:
-        whole = any(item.get_closest_marker(marker) for marker in WHOLE_COMMANDS)
-        item.add_marker(pytest.mark.xdist_group("whole-commands" if whole else item.nodeid.split("::")[0]))
-
-
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One generated MNIST-1D cache for the whole session (generation takes a few seconds)."""
