@@ -62,10 +62,10 @@ def exit_code(body: Callable[[], object]) -> int:
     try:
         body()
     except SystemExit as exit:
-        if isinstance(exit.code, str):
-            print(exit.code, file=sys.stderr)
-            return 1
-        return exit.code if isinstance(exit.code, int) else 0
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        print(exit.code, file=sys.stderr)  # as Python prints any other code, which exits 1
+        return 1
     except BaseException:
         traceback.print_exc()
         return 1

@@ -140,7 +140,7 @@ def scores_on(run_dir: Path, checkpoint: str, split: str) -> tuple[float, float]
 @pytest.mark.slow
 def test_ddp_sim_trains_on_two_processes_and_logs_once(tmp_path, data_dir):
     # eval batches of 1000: one batch per split and rank (250 validation, 500 test samples each)
-    result = run_cli("train.py", "trainer=ddp_sim", *TINY, f"paths.data_dir={data_dir}", root=tmp_path)
+    result = run_cli("train.py", "trainer=ddp_sim", *TINY, f"paths.data_dir={data_dir}", root=tmp_path, process=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     summaries = [line for line in result.stdout.splitlines() if line.startswith("[rnnlab] lstm-builtin-h8 params=")]
     assert len(summaries) == 1, summaries  # one summary line, from rank 0

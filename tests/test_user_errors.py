@@ -107,11 +107,11 @@ def test_one_cycle_fits_any_number_of_steps(steps):
 
 def test_one_cycle_runs_shorter_than_their_warm_up_train(tmp_path, data_dir):
     # 1 epoch of 4 batches (a 1-step warm-up at pct_start=0.25) and of 1 batch, each cell: 6 jobs, one process.
-    tiny = [arg for arg in TINY if "limit_train_batches" not in arg]  # swept below
+    unswept = [arg for arg in TINY if "limit_train_batches" not in arg]  # swept below
     result = run_cli(
         "train.py",
         "-m",
-        *tiny,
+        *unswept,
         "model=" + ",".join(CELLS),
         "++trainer.limit_train_batches=1,4",
         f"paths.data_dir={data_dir}",
@@ -130,7 +130,7 @@ def test_one_cycle_runs_shorter_than_their_warm_up_train(tmp_path, data_dir):
 def test_one_cycle_run_too_short_for_its_warm_up_trains_under_ddp(tmp_path, data_dir):
     args = [*tiny(max_epochs=1, limit_train_batches=4, limit_val_batches=1, limit_test_batches=1), "trainer=ddp_sim"]
     args.append(f"paths.data_dir={data_dir}")
-    result = run_cli("train.py", *args, root=tmp_path)
+    result = run_cli("train.py", *args, root=tmp_path, process=True)  # DDP's ranks: processes of their own
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/loss=" in result.stdout
 

@@ -43,6 +43,8 @@ TINY_COUNTS: Mapping[str, int] = {
     "bench.records": 20,
 }
 ADDED = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
+# The caps every run has (a task's data.* and generate's length only some configs have): ``overrides``.
+RUN_CAPS = {key: cap for key, cap in TINY.items() if key.startswith(("trainer.", "model."))}
 
 
 def active() -> str | None:
@@ -67,16 +69,13 @@ def overrides(**replaced: int) -> list[str]:
     some numbers itself: ``TINY``'s trainer and model caps (not a task's or generate's, which only some
     configs have), each replaceable by its last key part (``overrides(max_epochs=1, limit_train_batches=8)``).
     Batch limits are ``++``: a trainer config may or may not set them."""
-    unknown = set(replaced) - {key.rpartition(".")[2] for key in TINY if key.startswith(("trainer.", "model."))}
+    unknown = set(replaced) - {key.rpartition(".")[2] for key in RUN_CAPS}
     if unknown:
         raise ValueError(f"not a tiny-budget key: {sorted(unknown)}")
-    args = []
-    for key, cap in TINY.items():
-        if not key.startswith(("trainer.", "model.")):
-            continue
-        value = replaced.get(key.rpartition(".")[2], cap)
-        args.append(f"{'++' if key in ADDED else ''}{key}={value}")
-    return args
+    return [
+        f"{'++' if key in ADDED else ''}{key}={replaced.get(key.rpartition('.')[2], cap)}"
+        for key, cap in RUN_CAPS.items()
+    ]
 
 
 def count_overrides(prefix: str) -> list[str]:
