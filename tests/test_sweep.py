@@ -386,6 +386,41 @@ def test_two_workers_share_a_study_on_postgresql(tmp_path, data_dir, postgres_ur
     assert_two_workers_share(postgres_url, processes, 3)
 
 
+def _open_once(url: str, barrier, results) -> None:
+    from rnnlab.sweep import storage
+
+    storage.STORAGE_INIT_ATTEMPTS = 1  # a lost race would raise, not be retried
+    barrier.wait()
+    try:
+        storage.open_storage(url)
+        results.put("opened")
+    except Exception as error:  # the test prints what went wrong
+        results.put(f"{type(error).__name__}: {str(error).splitlines()[0]}")
+
+
+def test_processes_opening_a_new_postgresql_study_at_once_do_not_race_to_create_its_tables(postgres_url):
+    # Without the schema lock, 6 processes creating Optuna's tables at once fail with UniqueViolation (and,
+    # after a retry, "type alembic_version already exists") on nearly every try.
+    import multiprocessing
+
+    import sqlalchemy
+
+    context = multiprocessing.get_context("spawn")
+    for _ in range(2):
+        barrier, results = context.Barrier(6), context.Queue()
+        processes = [context.Process(target=_open_once, args=(postgres_url, barrier, results)) for _ in range(6)]
+        for process in processes:
+            process.start()
+        outcomes = [results.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join(timeout=60)
+        assert outcomes == ["opened"] * 6
+        engine = sqlalchemy.create_engine(postgres_url)
+        with engine.begin() as connection:  # start again from an empty database
+            connection.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        engine.dispose()
+
+
 # ------------------------------------------------------------------------------------------- dashboard
 
 

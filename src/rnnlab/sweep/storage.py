@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from rnnlab.errors import CommandError, first_line
 
 SQLITE_LOCK_TIMEOUT_S = 60  # concurrent sweeps on one SQLite file wait for each other's writes
 STORAGE_INIT_ATTEMPTS = 4
+# Any fixed 64-bit key: PostgreSQL processes opening one database take this advisory lock while Optuna
+# creates its tables, so they do not race to create them (concurrent CREATE TABLE fails on the loser).
+SCHEMA_LOCK_KEY = 0x726E6E6C6162  # "rnnlab"
 EXAMPLE_URLS = "an Optuna RDB URL, e.g. sqlite:///path/to/optuna.db or postgresql+psycopg2://user@host/db"
 
 
@@ -67,6 +72,28 @@ def with_installed_driver(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 
 
+@contextmanager
+def _schema_lock(url: str, backend: str) -> Iterator[None]:
+    """Holds a PostgreSQL advisory lock (released with the session, even if the process dies); other
+    backends need none: SQLite writers wait for the file's lock."""
+    if backend != "postgresql":
+        yield
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+    finally:
+        engine.dispose()
+
+
 def open_storage(
     url: str, heartbeat_interval: int | None = None, grace_period: int | None = None, stale_trial_callback=None
 ):
@@ -79,7 +106,7 @@ def open_storage(
     """
     import optuna
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
     engine_kwargs: dict[str, Any] = {}
     try:
@@ -100,7 +127,7 @@ def open_storage(
         engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
     for attempt in range(1, STORAGE_INIT_ATTEMPTS + 1):
         try:
-            with warnings.catch_warnings():
+            with _schema_lock(url, backend), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable since 2.9
                 return optuna.storages.RDBStorage(
                     url,
@@ -109,8 +136,9 @@ def open_storage(
                     grace_period=grace_period,
                     heartbeat_stale_trial_callback=stale_trial_callback,
                 )
-        except (IntegrityError, OperationalError) as error:
-            # Processes opening a new storage at once race to create its tables; the loser finds them next time.
+        except (IntegrityError, OperationalError, ProgrammingError) as error:
+            # Processes opening a new storage at once race to create its tables (on PostgreSQL only a process
+            # without the schema lock, e.g. another tool's); the loser finds them next time.
             racing = isinstance(error, IntegrityError) or "already exists" in str(error) or "locked" in str(error)
             if not racing:
                 raise _refused(given, str(getattr(error, "orig", None) or first_line(error)).splitlines()[0]) from None
