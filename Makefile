@@ -10,7 +10,7 @@ ARGS   ?=
 STORAGE ?=
 PORT    ?= 8080
 
-.PHONY: install lint format train eval generate test test-quick bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check cluster-check clean
+.PHONY: install lint format train eval generate test test-quick coverage bench task-results adding-lengths results tensorboard sweep dashboard compare study runs gpu-check cluster-check clean
 
 install: $(STAMP)
 
@@ -51,6 +51,13 @@ QUICK_TESTS := tests/test_cells.py tests/test_augment.py tests/test_data.py test
 	tests/test_report.py tests/test_console.py
 test-quick: install
 	$(PY) -m pytest -m "smoke or not (slow or docs or configs or cluster)" -p no:cacheprovider $(QUICK_TESTS) $(ARGS)
+
+# Line coverage of src/ by today's tests (the document, config and cluster tests apart); a .coverage file per process,
+# combined.
+coverage: install
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest -n 2 --dist loadfile -p no:cacheprovider -q -m "not docs and not configs and not cluster" \
+		$(ARGS); status=$$?; $(PY) -m coverage combine -q && $(PY) -m coverage report | grep -E "^(Name|TOTAL)"; exit $$status
 
 bench: install
 	$(PY) bench/run.py $(ARGS)

@@ -24,3 +24,11 @@ def test_a_test_replaces_the_numbers_it_picks_itself(tmp_path, data_dir):
     assert (cfg.trainer.max_epochs, cfg.trainer.limit_val_batches, cfg.trainer.limit_train_batches) == (5, 1, 3)
     with pytest.raises(ValueError, match="max_epoch"):
         budget.overrides(max_epoch=5)
+
+
+def test_the_budget_keeps_a_studys_first_two_cells(monkeypatch):
+    cells = ["vanilla", "gru", "lstm"]
+    assert budget.shortened("study.cells", cells) == cells
+    monkeypatch.setenv(budget.ENV, "tiny")
+    assert budget.shortened("study.cells", cells) == ["vanilla", "gru"]
+    assert budget.shortened("study.cells", ["lstm"]) == ["lstm"]

@@ -1,4 +1,5 @@
-"""The test budget: ``RNNLAB_BUDGET=tiny`` caps a composed config's epochs, batches, trials, seeds and sizes.
+"""The test budget: ``RNNLAB_BUDGET=tiny`` caps a composed config's epochs, batches, trials, seeds, sizes and
+the study's cells.
 
 A leaf (imports nothing of rnnlab). The caps apply after composition and after validation, so a command's own
 values are shrunk too (``hydra.sweeper.n_trials=50`` runs 2 trials) while a value the command gets wrong is
@@ -42,6 +43,9 @@ TINY_COUNTS: Mapping[str, int] = {
     "bench.epochs": 1,
     "bench.records": 20,
 }
+# Lists read before any run's config exists: the first entries kept (``shortened``). A study of two cells still
+# tunes, confirms and compares; each cell is the same code path.
+TINY_LISTS: Mapping[str, int] = {"study.cells": 2}
 ADDED = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
 # The caps every run has (a task's data.* and generate's length only some configs have): ``overrides``.
 RUN_CAPS = {key: cap for key, cap in TINY.items() if key.startswith(("trainer.", "model."))}
@@ -62,6 +66,11 @@ def capped(key: str, value: Any) -> Any:
     if active() is None or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return value
     return min(value, TINY_COUNTS[key])
+
+
+def shortened(key: str, values: list[Any]) -> list[Any]:
+    """The first entries of the list ``key`` (one of ``TINY_LISTS``) under the active budget."""
+    return values if active() is None else values[: TINY_LISTS[key]]
 
 
 def overrides(**replaced: int) -> list[str]:

@@ -241,7 +241,7 @@ def make_plan(cfg: DictConfig, hydra: DictConfig) -> Plan:
         dir=Path(study_dir),
         name=name,
         task=str(cfg.task_name) if _resolvable(cfg, "task_name") else Path(study_dir).parent.name,
-        cells=cells,
+        cells=budget.shortened("study.cells", cells),
         trials=budget.capped("study.trials", int(study.trials)),
         trial_epochs=budget.capped("study.trial_epochs", int(study.trial_epochs)),
         epochs=budget.capped("study.epochs", int(study.epochs)),
