@@ -82,14 +82,11 @@ def _schema_lock(url: str, backend: str) -> Iterator[None]:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    engine = create_engine(url, poolclass=NullPool)
+    engine = create_engine(url, poolclass=NullPool)  # no pool: closing the connection ends the session
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})")
-            try:
-                yield
-            finally:
-                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})")
+            yield  # the session's end releases the lock, also where the connection broke meanwhile
     finally:
         engine.dispose()
 
