@@ -202,6 +202,47 @@ def test_an_interrupted_run_says_so_and_can_be_continued(tmp_path, data_dir, sig
     assert read_record(run_dir)["status"] == "completed"
 
 
+def test_ctrl_c_between_the_best_and_the_last_checkpoint_takes_effect_after_both(tmp_path, data_dir):
+    """The best's save deletes the previous best; a Ctrl-C before last.ckpt is saved would leave a last.ckpt naming
+    a deleted best, which no resume can continue. Held between the two saves of an epoch with a new best (so one
+    was deleted), the run takes Ctrl-C after both, and the resume completes."""
+    marker = tmp_path / "held"
+    args = ["data=sine", *LONG, f"paths.data_dir={data_dir}"]  # val/loss: a new best most epochs
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *args],
+        cwd=ROOT,
+        env={**cli_env(tmp_path), "RNNLAB_TEST_HOLD": f"checkpoints:{marker}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoints, bests = tmp_path / "no run yet", set()
+    for _ in range(100):  # the hold is met at each checkpoint hook: the sanity check's, each epoch's
+        while not marker.exists():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            time.sleep(0.05)
+        checkpoints = next((tmp_path / "logs").rglob("checkpoints"), checkpoints)
+        now = {path.name for path in checkpoints.glob("best-*.ckpt")}
+        if bests and now - bests:
+            break  # a new best written, the previous one deleted: last.ckpt still names it
+        bests = now
+        marker.unlink()  # on to the next hook
+    (best,) = now
+    process.send_signal(signal.SIGINT)
+    marker.unlink()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted by SIGINT", err[-3000:]
+    run_dir = checkpoints.parent
+    record = read_record(run_dir)
+    assert record["status"] == "interrupted", record
+    assert sorted(path.name for path in checkpoints.iterdir()) == [best, "last.ckpt"]
+
+    more = f"trainer.max_epochs={record['epoch'] + 2}"
+    resumed = run_cli("train.py", f"ckpt_path={checkpoints / 'last.ckpt'}", more, root=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_record(run_dir)["status"] == "completed"
+
+
 def test_a_killed_run_reads_as_killed_not_finished(tmp_path, data_dir):
     process = start_cli("train.py", *LONG, f"paths.data_dir={data_dir}", root=tmp_path)
     run_dir = wait_for_epoch(tmp_path / "logs", 1, process)

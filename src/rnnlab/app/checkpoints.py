@@ -3,11 +3,17 @@ were written."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from rnnlab.app.setup import hold_for_test
+from rnnlab.runs.signals import signals_deferred
 
 
 def best_checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -25,6 +31,54 @@ def checkpoint_paths(trainer: pl.Trainer) -> dict[str, str | None]:
         # one with no metric keeps the latest (last.ckpt)
         paths["best" if callback.monitor else "last"] = callback.best_model_path
     return paths
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, whose saves at a step are one step with the run's other StepCheckpoints':
+    Ctrl-C and SIGTERM arriving while any of them writes take effect once all have written.
+
+    Lightning calls the checkpoint callbacks one after another. A signal between the best's save (which deletes
+    the previous best) and last.ckpt's would leave a last.ckpt naming a deleted best, and the run could not be
+    continued from it. The first StepCheckpoint of the trainer defers the signals; the last one ends the deferral.
+    """
+
+    _deferral: contextlib.ExitStack | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        with self._one_step(trainer):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        with self._one_step(trainer):
+            super().on_validation_end(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._end_step(trainer)
+        super().on_exception(trainer, pl_module, exception)
+
+    @contextlib.contextmanager
+    def _one_step(self, trainer: pl.Trainer) -> Iterator[None]:
+        group = [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, StepCheckpoint)]
+        if self is group[0] and self._deferral is None:
+            self._deferral = contextlib.ExitStack()
+            self._deferral.enter_context(signals_deferred())
+        elif self is group[-1]:
+            hold_for_test("checkpoints")
+        try:
+            yield
+        except BaseException:
+            self._end_step(trainer)  # the step ends with the error; a signal it deferred takes effect after it
+            raise
+        if self is group[-1]:
+            self._end_step(trainer)
+
+    @staticmethod
+    def _end_step(trainer: pl.Trainer) -> None:
+        """Ends the step's deferral (kept by the trainer's first StepCheckpoint): a signal deferred is raised now."""
+        first: Any = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, StepCheckpoint)), None)
+        deferral, first._deferral = first._deferral, None
+        if deferral is not None:
+            deferral.close()
 
 
 class CheckpointsWritten(pl.Callback):

@@ -144,14 +144,17 @@ def run_hydra_app(main: Callable[[], Any]) -> None:
 
 
 def hold_for_test(point: str) -> None:
-    """Test hook: where ``RNNLAB_TEST_HOLD`` is ``<point>:<file>``, create the file and wait there, so a test
-    can signal the command at that exact point (tests/faults/test_faults_signals.py). ``start``: before Hydra
-    composes; ``composed``: a single run's job, its run directory reserved, before the command's body;
-    ``job``: the same in each job of a multirun (a sweep's trial, a comparison's run)."""
+    """Test hook: where ``RNNLAB_TEST_HOLD`` is ``<point>:<file>``, create the file and wait there until a signal
+    ends the wait or the test removes the file (at most 120 s), so a test can signal the command at that exact
+    point (tests/faults/test_faults_signals.py). ``start``: before Hydra composes; ``composed``: a single run's
+    job, its run directory reserved, before the command's body; ``job``: the same in each job of a multirun (a
+    sweep's trial, a comparison's run); ``checkpoints``: between the best's and last.ckpt's saves of an epoch."""
     wanted, _, marker = os.environ.get("RNNLAB_TEST_HOLD", "").partition(":")
     if wanted == point and marker:
         Path(marker).touch()
-        time.sleep(120)  # a signal ends it
+        deadline = time.monotonic() + 120
+        while Path(marker).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _run_reporting_errors(main: Callable[[], Any]) -> None:
