@@ -18,7 +18,7 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rnnlab.budget import capped
+from rnnlab.budget import capped, shortened
 from rnnlab.devices import cpu_share
 from tasks import ROOT, run  # bench/tasks.py
 
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--log-dir", default=str(Path(os.environ.get("RNNLAB_ROOT") or ROOT) / "logs" / "results"))
     options = parser.parse_args()
     options.seeds = options.seeds[: capped("bench.seeds", len(options.seeds))]  # RNNLAB_BUDGET=tiny: one seed
+    options.cells = shortened("bench.cells", options.cells)  # and the first two cells
     threads = cpu_share(options.jobs)
 
     def one(cell: str, seed: int) -> dict[str, str]:

@@ -249,8 +249,8 @@ def test_a_trial_a_killed_sweep_asked_for_but_never_claimed_is_run_again_after_i
     orphan = optuna.trial.create_trial(
         state=TrialState.RUNNING, params={"x": 2.0, "y": 5}, distributions=done.distributions
     )
-    # 15 s of grace left: usually after the rerun's own new trial (the sweep then waits), later on a slow machine
-    orphan.datetime_start = datetime.now() - timedelta(seconds=UNCLAIMED_GRACE_S - 15)
+    # 8 s of grace left: usually after the rerun's own new trial (the sweep then waits), later on a slow machine
+    orphan.datetime_start = datetime.now() - timedelta(seconds=UNCLAIMED_GRACE_S - 8)
     study.add_trial(orphan)
 
     rerun = run_app(SPHERE, "-m", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=1", cwd=tmp_path)

@@ -39,6 +39,7 @@ BAD_TRAINING_VALUES = [
     (["data=text_char", "data.path=/bin/ls"], ["data.path='/bin/ls'", "UTF-8 text"]),
     (["data.eval_batch_size=0"], ["data.eval_batch_size=0", "positive integer"]),
     (["++data.shift=2"], ["data.shift is not an argument of MNIST1DDataModule", "allowed: data_dir"]),
+    (["model=base/recurrent"], ["model.cell is required", "give model.cell=<value>"]),  # a base with no cell
 ]
 
 

@@ -44,8 +44,9 @@ TINY_COUNTS: Mapping[str, int] = {
     "bench.records": 20,
 }
 # Lists read before any run's config exists: the first entries kept (``shortened``). A study of two cells still
-# tunes, confirms and compares; each cell is the same code path.
-TINY_LISTS: Mapping[str, int] = {"study.cells": 2}
+# tunes, confirms and compares; each cell is the same code path. ``bench.cells``: the cells of bench/tasks.py,
+# adding_lengths.py and results.py (each cell's run is the same command).
+TINY_LISTS: Mapping[str, int] = {"study.cells": 2, "bench.cells": 2}
 ADDED = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
 # The caps every run has (a task's data.* and generate's length only some configs have): ``overrides``.
 RUN_CAPS = {key: cap for key, cap in TINY.items() if key.startswith(("trainer.", "model."))}

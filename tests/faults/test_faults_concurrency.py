@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, finish, pause_env, read_scalars, start_script, tiny, wait_for
+from inprocess import run_main
 from rnnlab.runs.hold import HOLD_FILE, RunHeld, RunHold, live_holder
 from rnnlab.runs.process import hostname
 from rnnlab.runs.store import read_record
@@ -127,11 +128,10 @@ def refused_run_dirs(live_run, tmp_path_factory) -> dict:
     run_dir, root = live_run["run_dir"], live_run["root"]
     scratch = tmp_path_factory.mktemp("typed_here")
     before = {**digests(run_dir), "run.json": hashlib.sha256((run_dir / "run.json").read_bytes()).hexdigest()}
-    args = [a for a in ARGS if "pause" not in a]
-    existing, empty = run_at_once(
-        ("train.py", [*args, f"hydra.run.dir={run_dir}"], root),
-        ("train.py", [*args, "hydra.run.dir="], root, None, "", scratch),
-    )
+    args = [str(ROOT / "src" / "train.py"), *[a for a in ARGS if "pause" not in a]]
+    # Nothing runs beside these: in this process, one after the other.
+    existing = run_main([*args, f"hydra.run.dir={run_dir}"], env=pause_env(root), cwd=str(ROOT))
+    empty = run_main([*args, "hydra.run.dir="], env=pause_env(root), cwd=str(scratch))
     after = {**digests(run_dir), "run.json": hashlib.sha256((run_dir / "run.json").read_bytes()).hexdigest()}
     return dict(existing=existing, empty=empty, unchanged=after == before, scratch=list(scratch.iterdir()))
 

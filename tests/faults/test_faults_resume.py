@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finish, pause_env, read_scalars, read_session_status, start_script, tiny, wait_for
+from helpers import ROOT, pause_env, read_scalars, read_session_status, start_script, tiny, wait_for
+from inprocess import run_main
 from rnnlab.runs.store import read_record
 
 pytestmark = pytest.mark.slow
@@ -61,9 +62,10 @@ def killed_twice(tmp_path_factory, data_dir) -> dict:
 
     kill_when_paused(start(resume, root, marker, "test"), marker)
     after_first_resume = dict(scalars=read_scalars(run_dir), record=read_record(run_dir))
-    finished = finish(start(resume, root))
+    # The kills need processes; what follows runs in this one (the same command, no signal to send).
+    finished = run_main([str(ROOT / "src" / "train.py"), *resume], env=pause_env(root), cwd=str(ROOT))
     before_again = digests(run_dir)
-    again = finish(start(resume, root))
+    again = run_main([str(ROOT / "src" / "train.py"), *resume], env=pause_env(root), cwd=str(ROOT))
     return dict(
         run_dir=run_dir,
         after_first_resume=after_first_resume,
