@@ -6,13 +6,12 @@ written), by Ctrl-C to its process group, as a terminal sends it."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import FIXTURES, ROOT, cli_env, interrupt_at, read_scalars, tiny
+from inprocess import run_main
 from rnnlab.runs.commands.show import record_lines
 from rnnlab.runs.store import parse_time, read_record
 
@@ -37,9 +36,7 @@ def interrupted(tmp_path_factory, data_dir) -> dict:
     lines = record_lines(record)
     resume = [*args, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"]
     env = {**cli_env(root), "PYTHONPATH": str(FIXTURES)}  # the same command: its pausing callback, not holding
-    resumed = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py"), *resume], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    resumed = run_main([str(ROOT / "src" / "train.py"), *resume], env=env, cwd=str(ROOT))  # in this process
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return dict(run_dir=run_dir, record=record, lines=lines, final=read_record(run_dir))
 

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from fixtures.sweep_runs import SPHERE, run_app, start_app
 from helpers import ROOT
+from inprocess import run_main
 from rnnlab import budget
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -83,7 +84,7 @@ def test_ctrl_c_mid_trial_records_it_lost_and_the_rerun_runs_it_again(tmp_path, 
     assert queued.state == TrialState.WAITING and queued.user_attrs["retry_of"] == 0
     assert lost.state == TrialState.FAIL and lost.user_attrs["error"] == "lost: the sweep was interrupted by SIGINT"
 
-    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    rerun = run_main(command[1:], env=env, cwd=str(ROOT))  # in this process: no signal to send it
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     trials = by_number(storage, "mnist1d-lstm")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]  # n_trials=1 result, nothing RUNNING
