@@ -10,7 +10,6 @@ import os
 import pty
 import re
 import select
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, cli_env
+from inprocess import run_main
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 # A progress bar and its metrics' continuation line (rich draws them; a terminal redraws them in place).
@@ -87,9 +87,7 @@ def test_a_default_run_in_a_terminal_prints_a_few_lines_besides_the_progress_bar
 @pytest.mark.slow
 @pytest.mark.smoke
 def test_a_default_run_piped_prints_a_few_lines(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "src/train.py"], cwd=ROOT, env=tiny_env(tmp_path), capture_output=True, text=True
-    )
+    result = run_main([str(ROOT / "src" / "train.py")], env=tiny_env(tmp_path), cwd=str(ROOT))  # fds 1, 2 captured
     assert result.returncode == 0, result.stderr[-3000:]
     check_console(console_lines(result.stdout + result.stderr), run_log_of(tmp_path))
 

@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -37,11 +36,6 @@ def command(
     script: str, args: list[str], root: Path, pause: Path | None = None, at: str = "", cwd: Path = ROOT
 ) -> subprocess.Popen:
     return start_script(script, args, pause_env(root, pause, at), cwd)
-
-
-def run_at_once(*commands: tuple) -> list[subprocess.CompletedProcess]:
-    with ThreadPoolExecutor(len(commands)) as pool:
-        return list(pool.map(lambda c: finish(command(*c)), commands))
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -70,7 +64,8 @@ def only_run_dir(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory, data_dir) -> dict:
     """A run held after epoch 0's checkpoint while a resume of it, a new run with its directory as
-    hydra.run.dir and an eval of its checkpoint are started at once; then let go to finish."""
+    hydra.run.dir and an eval of its checkpoint are run (in this process, one after another: the live run is
+    the other process); then let go to finish."""
     root = tmp_path_factory.mktemp("live")
     marker = root / "paused"
     args = [*ARGS, f"paths.data_dir={data_dir}"]
@@ -79,11 +74,14 @@ def live_run(tmp_path_factory, data_dir) -> dict:
     run_dir = only_run_dir(root)
     last = run_dir / "checkpoints" / "last.ckpt"
     before = digests(run_dir)
-    others = run_at_once(
-        ("train.py", [f"ckpt_path={last}"], root),
-        ("train.py", [*args, f"hydra.run.dir={run_dir}"], root),
-        ("eval.py", [f"ckpt_path={last}"], root),
-    )
+    others = [
+        run_main([str(ROOT / "src" / script), *script_args], env=pause_env(root), cwd=str(ROOT))
+        for script, script_args in (
+            ("train.py", [f"ckpt_path={last}"]),
+            ("train.py", [*args, f"hydra.run.dir={run_dir}"]),
+            ("eval.py", [f"ckpt_path={last}"]),
+        )
+    ]
     during = digests(run_dir)
     marker.unlink()
     return dict(

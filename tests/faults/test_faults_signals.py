@@ -3,13 +3,12 @@
 
 The signal is sent at an exact point, not after a sleep: ``RNNLAB_TEST_HOLD=<point>:<file>`` holds a command
 there (rnnlab.app.setup.hold_for_test: ``start`` before Hydra composes, ``composed`` in a single run's job
-with its directory reserved, ``job`` in each job of a multirun) and the file says it got there; a run inside
-Lightning's fit is held by tests/fixtures/pausing.py.
+with its directory reserved, ``job`` in each job of a multirun) and the file says it got there. A signal inside
+Lightning's fit, then the run continued: tests/test_records.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -102,12 +101,3 @@ def test_a_run_interrupted_before_it_got_under_way_leaves_nothing(held, name):
     code, err, root = held[name]
     assert err.strip() == f"error: interrupted by {name.rpartition('-')[2]}"
     assert not (root / "logs").exists()  # its reserved run directory and the folders made for it are gone
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_in_fit_exits_with_its_code_and_records_the_run_interrupted(tmp_path, data_dir, signum):
-    args = [*TINY, "trainer.max_epochs=2", f"paths.data_dir={data_dir}", "+callbacks.pause._target_=pausing.PauseInFit"]
-    code, err = signalled("train.py", args, tmp_path, {"RNNLAB_TEST_PAUSE": str(tmp_path / "paused")}, signum)
-    assert code == CODES[signum] and err.strip() == f"error: interrupted by {signal.Signals(signum).name}", err[-3000:]
-    (record,) = tmp_path.glob("logs/*/*/*/version_0/run.json")
-    assert json.loads(record.read_text())["status"] == "interrupted"
