@@ -181,7 +181,9 @@ def wait_for_epoch(run_dir_parent: Path, epoch: int, process, timeout: float = 2
 LONG = ["model=vanilla", *tiny(max_epochs=200, limit_train_batches=2, limit_val_batches=1), "~model/scheduler"]
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "interrupted")])
+# SIGTERM at a moment of the clock (it found the race between two checkpoint saves); Ctrl-C at that exact point:
+# test_ctrl_c_between_the_best_and_the_last_checkpoint_takes_effect_after_both
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, "interrupted")])
 def test_an_interrupted_run_says_so_and_can_be_continued(tmp_path, data_dir, sig, status):
     process = start_cli("train.py", *LONG, f"paths.data_dir={data_dir}", root=tmp_path)
     run_dir = wait_for_epoch(tmp_path / "logs", 2, process)
@@ -235,22 +237,14 @@ def test_ctrl_c_between_the_best_and_the_last_checkpoint_takes_effect_after_both
     assert process.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted by SIGINT", err[-3000:]
     run_dir = checkpoints.parent
     record = read_record(run_dir)
-    assert record["status"] == "interrupted", record
+    assert record["status"] == "interrupted" and record["ended"], record
+    assert read_session_status(run_dir) == "STATUS_FAILURE"
     assert sorted(path.name for path in checkpoints.iterdir()) == [best, "last.ckpt"]
 
     more = f"trainer.max_epochs={record['epoch'] + 2}"
     resumed = run_cli("train.py", f"ckpt_path={checkpoints / 'last.ckpt'}", more, root=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_record(run_dir)["status"] == "completed"
-
-
-def test_a_killed_run_reads_as_killed_not_finished(tmp_path, data_dir):
-    process = start_cli("train.py", *LONG, f"paths.data_dir={data_dir}", root=tmp_path)
-    run_dir = wait_for_epoch(tmp_path / "logs", 1, process)
-    process.kill()
-    process.communicate(timeout=60)
-    assert read_record(run_dir)["status"] == "killed"
-    assert read_session_status(run_dir) != "STATUS_SUCCESS"  # none written: TensorBoard shows it unknown
 
 
 def test_a_raising_run_is_failed_with_its_error(tmp_path, data_dir, monkeypatch):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, TINY, assert_refused, read_scalars, run_cli, run_clis, tiny, tree
+from helpers import ROOT, TINY, assert_refused, read_scalars, run_cli, run_clis, tree
 
 CELLS = ("vanilla", "gru", "lstm")
 
@@ -126,14 +126,6 @@ def test_one_cycle_runs_shorter_than_their_warm_up_train(tmp_path, data_dir):
         assert math.isfinite(scalars["test/loss"][-1][1]), job
         learning_rates = [value for tag, points in scalars.items() if tag.startswith("lr") for _, value in points]
         assert learning_rates and all(0 < lr < math.inf for lr in learning_rates), (job, learning_rates)
-
-
-def test_one_cycle_run_too_short_for_its_warm_up_trains_under_ddp(tmp_path, data_dir):
-    args = [*tiny(max_epochs=1, limit_train_batches=4, limit_val_batches=1, limit_test_batches=1), "trainer=ddp_sim"]
-    args.append(f"paths.data_dir={data_dir}")
-    result = run_cli("train.py", *args, root=tmp_path, process=True)  # DDP's ranks: processes of their own
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "test/loss=" in result.stdout
 
 
 # -------------------------------------------------------------------------------------- checkpoints and generation

@@ -58,6 +58,7 @@ def killed_twice(tmp_path_factory, data_dir) -> dict:
     ]
     kill_when_paused(start(args, root, marker, "checkpoint:1"), marker)
     (run_dir,) = [path.parent for path in (root / "logs").rglob("run.json")]
+    killed = dict(record=read_record(run_dir), session=read_session_status(run_dir))
     resume = [*args, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"]
 
     kill_when_paused(start(resume, root, marker, "test"), marker)
@@ -68,11 +69,17 @@ def killed_twice(tmp_path_factory, data_dir) -> dict:
     again = run_main([str(ROOT / "src" / "train.py"), *resume], env=pause_env(root), cwd=str(ROOT))
     return dict(
         run_dir=run_dir,
+        killed=killed,
         after_first_resume=after_first_resume,
         finished=finished,
         again=again,
         unchanged=digests(run_dir) == before_again,
     )
+
+
+def test_a_killed_run_reads_as_killed_not_finished(killed_twice):
+    assert killed_twice["killed"]["record"]["status"] == "killed"
+    assert killed_twice["killed"]["session"] != "STATUS_SUCCESS"  # none written: TensorBoard shows it unknown
 
 
 def test_every_epoch_a_checkpoint_holds_is_in_tensorboard_after_a_kill_and_resume(killed_twice):
