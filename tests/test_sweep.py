@@ -24,8 +24,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from helpers import ROOT, compose_config, read_scalars, run_cli
+from helpers import FIXTURES, ROOT, cli_env, compose_config, read_scalars, run_cli
 from hydra_plugins.rnnlab_sweeper.optuna_sweeper import distribution_of
+from inprocess import run_main
 from rnnlab import budget
 from rnnlab.devices import cpu_share
 
@@ -266,21 +267,32 @@ def test_the_pruner_stops_a_bad_trial_and_a_nan_one(tmp_path, data_dir):
 def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, data_dir):
     # Two joblib workers, one long trial and three one-epoch ones: the short trials run one after another in the
     # other slot while the long one still trains. (Batch-synchronous launching would start trials 2 and 3 only
-    # after trial 0, the slowest of the first batch, had ended.)
-    result = sweep(
-        tmp_path,
-        data_dir,
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "hydra/sweeper/pruner=none",
-        "hydra.sweeper.n_trials=4",
-        "trainer.max_epochs=choice(1, 100)",
-        enqueue(
-            *(
-                {"trainer.max_epochs": epochs, "model.optimizer.lr": lr}  # distinct: enqueue skips duplicates
-                for epochs, lr in [(100, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)]
-            )
-        ),
+    # after trial 0, the slowest of the first batch, had ended.) The long one stops 3 epochs after the short ones
+    # have completed (tests/fixtures/pausing.py), 100 epochs at most.
+    env = {**cli_env(tmp_path), "PYTHONPATH": str(FIXTURES)}  # joblib's workers import the callback too
+    stop = ["+callbacks.stop._target_=pausing.StopOnceOthersEnd", "+callbacks.stop.run_dir=${paths.output_dir}"]
+    result = run_main(
+        [
+            str(ROOT / "src" / "train.py"),
+            *sweep_args(
+                data_dir,
+                *stop,
+                "+callbacks.stop.others=3",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                "hydra/sweeper/pruner=none",
+                "hydra.sweeper.n_trials=4",
+                "trainer.max_epochs=choice(1, 100)",
+                enqueue(
+                    *(
+                        {"trainer.max_epochs": epochs, "model.optimizer.lr": lr}  # distinct: enqueue skips duplicates
+                        for epochs, lr in [(100, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)]
+                    )
+                ),
+            ),
+        ],
+        env=env,
+        cwd=str(ROOT),
     )
     assert_ok(result)
     trials = load(sqlite_url(tmp_path)).trials
