@@ -23,6 +23,23 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# The longest test files first (figures: docs/development.md): pytest-xdist's --dist loadfile hands files to its
+# workers in collection order, and a long file handed out last would run on while the other worker idles.
+LONGEST_FIRST = (
+    "test_doc_commands.py",
+    "test_study.py",
+    "test_sweep.py",
+    "test_records.py",
+    "test_faults_signals.py",
+    "test_sweeper_lost.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests stay in order
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One generated MNIST-1D cache for the whole session (generation takes a few seconds)."""

@@ -95,15 +95,11 @@ def test_only_a_restarted_start_of_the_same_job_continues_its_run(tmp_path, monk
 
 def test_a_rank_started_by_srun_without_hydra_run_dir_is_one_line(tmp_path):
     # srun starts each rank as its own command: without one hydra.run.dir each would make its own run directory
-    import subprocess
-    import sys
-
     from helpers import ROOT, cli_env
+    from inprocess import run_main
 
     env = {**cli_env(tmp_path), "SLURM_PROCID": "1"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py")], env=env, capture_output=True, text=True, timeout=120
-    )
+    result = run_main([str(ROOT / "src" / "train.py")], env=env, cwd=str(ROOT))  # in this process
     assert result.returncode == 1 and result.stderr.splitlines() == [
         "error: rank 1 has no hydra.run.dir; allowed: give every rank the same hydra.run.dir=<run dir> (srun "
         "starts each rank as its own command, e.g. slurm/ddp.sbatch)"
