@@ -63,9 +63,12 @@ def finished_gru(tmp_path_factory, data_dir) -> tuple[Path, list[str]]:
 
 def test_concurrent_identical_commands_get_distinct_run_directories(tmp_path, data_dir):
     args = ["model=vanilla", *TWO_EPOCHS, f"paths.data_dir={data_dir}"]
-    processes = [start_cli("train.py", *args, root=tmp_path) for _ in range(3)]
-    outputs = [process.communicate(timeout=600) for process in processes]
-    assert [process.returncode for process in processes] == [0] * 3, [err[-2000:] for _, err in outputs]
+    # Two processes started together, and the same command in this process while they start.
+    processes = [start_cli("train.py", *args, root=tmp_path) for _ in range(2)]
+    here = run_cli("train.py", *args, root=tmp_path)
+    outputs = [process.communicate(timeout=600) for process in processes] + [(here.stdout, here.stderr)]
+    codes = [process.returncode for process in processes] + [here.returncode]
+    assert codes == [0] * 3, [err[-2000:] for _, err in outputs]
     printed = {line.rsplit("run_dir=", 1)[1] for out, _ in outputs for line in out.splitlines() if "run_dir=" in line}
     dirs = run_dirs(tmp_path)
     assert len(printed) == 3 and {str(d) for d in dirs} == printed
