@@ -23,15 +23,26 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The longest test files first (figures: docs/development.md): pytest-xdist's --dist loadfile hands files to its
-# workers in collection order, and a long file handed out last would run on while the other worker idles.
+# The longest test files first, longest first (measured with --durations=0; docs/development.md): pytest-xdist's
+# --dist loadfile hands files to its workers in collection order, and a long file handed out last would run on
+# while the other worker idles. The rest follow in their own order, the quick unit files among them.
 LONGEST_FIRST = (
     "test_doc_commands.py",
     "test_study.py",
     "test_sweep.py",
     "test_records.py",
-    "test_faults_signals.py",
     "test_sweeper_lost.py",
+    "test_faults_signals.py",
+    "test_cli.py",
+    "test_user_errors.py",
+    "test_faults_concurrency.py",
+    "test_scaling.py",
+    "test_sweeper_studies.py",
+    "test_faults_sweeps.py",
+    "test_report.py",
+    "test_runs_table.py",
+    "test_faults_disk.py",
+    "test_gpu.py",
 )
 
 
