@@ -500,3 +500,44 @@ def test_the_console_gives_a_confirm_runs_time_as_the_report_does():
     record = {"duration_s": 12.34, "metrics": {"test/acc": 0.5, "val/acc_best": 0.6}}
     line = confirm_line("gru", 1, record, wall=19.6)
     assert line == "gru seed 1: test/acc=0.5000; run time 12.3 s (the report's time per run), 20 s with start-up"
+
+
+def test_a_failed_child_is_one_line_naming_its_last_error_and_its_log(tmp_path):
+    from rnnlab.study.run import Children, _failure
+
+    log = tmp_path / "confirm.log"
+    child = "print('[rnnlab] training gru'); print('error: data.path is not a file'); raise SystemExit(3)"
+    code, tail = Children().run([sys.executable, "-c", child], log)
+    failed = _failure("confirm run gru seed 1", code, tail, log)
+    assert str(failed) == f"confirm run gru seed 1 failed (exit code 3): data.path is not a file; log: {log}"
+    assert "error: data.path is not a file" in log.read_text()  # the child's whole output is in its log
+    assert str(_failure("tuning gru", -9, [], log)) == f"tuning gru failed (exit code -9): no output; log: {log}"
+
+
+def test_stopping_a_studys_children_interrupts_each_and_kills_one_that_ignores_it(tmp_path, monkeypatch):
+    import threading
+
+    from rnnlab.study import run as study_run
+
+    monkeypatch.setattr(study_run, "STOP_TIMEOUT_S", 1)
+    children = study_run.Children()
+    deaf = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            children.run([sys.executable, "-c", deaf], tmp_path / "child.log", on_line=lambda line: started.set())
+        except BaseException as error:  # what the study's thread gets
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert started.wait(30)
+    begun = time.monotonic()
+    children.stop()  # SIGINT to its group, ignored; SIGKILL after STOP_TIMEOUT_S
+    thread.join(30)
+    assert time.monotonic() - begun < 20 and not children.running
+    assert len(outcome) == 1 and isinstance(outcome[0], study_run.StudyInterrupted)
+    with pytest.raises(study_run.StudyInterrupted):  # a stopped study starts no more children
+        children.run([sys.executable, "-c", "pass"], tmp_path / "next.log")

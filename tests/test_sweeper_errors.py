@@ -183,3 +183,36 @@ def test_several_directions_need_as_many_metrics(tmp_path):
     result = run_cli("train.py", *args, root=tmp_path)
     assert_one_error_line(result, "optimized_metric=['val/acc_best'] and hydra.sweeper.direction name 1 and 2")
     assert not (tmp_path / "multirun").exists()
+
+
+def opening_fails_first_with(monkeypatch, message: str) -> list[str]:
+    """Optuna's RDBStorage raising ``ProgrammingError(message)`` at its first call, then opening; the calls."""
+    import optuna
+    from sqlalchemy.exc import ProgrammingError
+
+    from rnnlab.sweep import storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def opening(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise ProgrammingError("CREATE TABLE alembic_version ...", {}, Exception(message))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", opening)
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
+    return calls
+
+
+def test_a_storage_whose_tables_another_process_is_creating_opens_on_the_next_try(tmp_path, monkeypatch):
+    # PostgreSQL's loser of a CREATE TABLE race (another tool, without rnnlab's schema lock)
+    calls = opening_fails_first_with(monkeypatch, 'type "alembic_version" already exists')
+    assert open_storage(f"sqlite:///{tmp_path}/optuna.db") is not None and len(calls) == 2
+
+
+def test_a_database_error_that_is_no_race_is_refused_at_once(tmp_path, monkeypatch):
+    calls = opening_fails_first_with(monkeypatch, "permission denied for schema public")
+    with pytest.raises(StorageError, match="cannot be used: permission denied for schema public; allowed:"):
+        open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    assert len(calls) == 1  # not retried
