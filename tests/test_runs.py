@@ -864,3 +864,23 @@ def test_a_running_resumed_runs_duration_is_its_sessions_time_not_the_time_since
         "resumes": [{"started": "2026-12-06T11:59:30+00:00"}],
     }  # fmt: skip
     assert run_duration(resumed, now=now) == run_duration({"duration_s": 630.0}) + "…"
+
+
+def test_a_sigterm_python_swallows_in_a_finalizer_is_delivered_again(capfd):
+    """SIGTERM handled while a finalizer runs (a garbage-collection callback, ``__del__``): Python swallows the
+    handler's exception; the command must stop all the same (a sweep once went on for a minute), quietly."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.SIGTERM)  # its handler runs here, inside the finalizer
+            sum(range(1000))  # bytecode for the handler to run in
+
+    hook, reached_after = sys.unraisablehook, False
+    with pytest.raises(KeyboardInterrupt) as raised, interruptible():
+        Finalized()  # collected at once: __del__ runs, its exception swallowed
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the interruption arrives here, in the code the finalizer interrupted
+            time.sleep(0.001)
+        reached_after = True
+    assert not reached_after and raised.type.__name__ == "Terminated"
+    assert sys.unraisablehook is hook and "Exception ignored" not in capfd.readouterr().err

@@ -7,8 +7,10 @@ Stdlib and ``rnnlab.errors`` only.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -81,6 +83,32 @@ def raise_terminated(signum: int, frame: Any) -> None:
         raise Terminated(f"signal {signum} (SIGTERM)")
 
 
+_blocks = [0]  # how many interruptible blocks have begun or ended: a re-sent SIGTERM is for its own block only
+
+
+def _swallowed(unraisable: Any) -> None:
+    """``sys.unraisablehook`` within ``interruptible``. Python swallows an exception raised in a finalizer or a
+    callback from C (a garbage-collection callback, ``__del__``), printing "Exception ignored in" with a
+    traceback. A SIGTERM whose handler ran there would be lost and the command would go on (a sweep once did,
+    for a minute): it is sent again, from another thread a moment later (handled in this hook it would be
+    swallowed again), to land in the interrupted code. A Ctrl-C there is remembered (``ctrl_c_received``).
+    Neither prints; other errors go to the hook this one stands in for."""
+    error = unraisable.exc_value
+    if isinstance(error, Terminated):
+        block = _blocks[0]
+        threading.Timer(0.05, _terminate_again, (block,)).start()
+    elif not (isinstance(error, KeyboardInterrupt) and _ctrl_c):
+        _hooks_replaced[-1](unraisable)
+
+
+def _terminate_again(block: int) -> None:
+    if _blocks[0] == block:  # still the block the signal came in
+        _thread.interrupt_main(signal.SIGTERM)
+
+
+_hooks_replaced: list[Any] = [sys.__unraisablehook__]  # the hooks _swallowed stands in for
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Within the block both interruptions end the work the same way: SIGTERM (``kill``, SLURM's scancel)
@@ -92,6 +120,11 @@ def interruptible() -> Iterator[None]:
         yield
         return
     _ctrl_c.clear()
+    _blocks[0] += 1
+    previous_hook = sys.unraisablehook
+    if previous_hook is not _swallowed:
+        _hooks_replaced.append(previous_hook)
+        sys.unraisablehook = _swallowed
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     # Ctrl-C as Python's own handler does it, remembered (ctrl_c_received); a handler set by someone else stays.
     previous_int = signal.getsignal(signal.SIGINT)
@@ -103,4 +136,7 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
         if previous_int is signal.default_int_handler:
             signal.signal(signal.SIGINT, previous_int)
+        _blocks[0] += 1
+        if previous_hook is not _swallowed:
+            sys.unraisablehook = _hooks_replaced.pop()
         _ctrl_c.clear()
