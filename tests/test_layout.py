@@ -117,3 +117,23 @@ def test_every_subpackage_says_what_it_holds_and_may_import():
     for init in PACKAGE.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "May import" in doc or "may import" in doc, init
+
+
+# One idea per file, a function one screen: beyond these a file or function is split (docs/development.md).
+MAX_FILE_LINES = 450
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_source_file_or_function_is_too_long():
+    too_long = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        text = path.read_text()
+        name = path.relative_to(ROOT)
+        if text.count("\n") > MAX_FILE_LINES:
+            too_long.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not too_long, f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function: {too_long}"
