@@ -208,10 +208,12 @@ def test_an_interrupted_run_says_so_and_can_be_continued(tmp_path, data_dir, sig
     assert read_record(run_dir)["status"] == "completed"
 
 
-def test_ctrl_c_between_the_best_and_the_last_checkpoint_takes_effect_after_both(tmp_path, data_dir):
-    """The best's save deletes the previous best; a Ctrl-C before last.ckpt is saved would leave a last.ckpt naming
-    a deleted best, which no resume can continue. Held between the two saves of an epoch with a new best (so one
-    was deleted), the run takes Ctrl-C after both, and the resume completes."""
+@pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
+def test_a_run_stopped_between_the_best_and_the_last_checkpoint_is_continued(tmp_path, data_dir, how):
+    """Lightning saves the best, then last.ckpt. Stopped between the two in an epoch with a new best, last.ckpt still
+    names the previous best, so that file must still be there: Ctrl-C takes effect after both saves (the previous
+    best deleted then), and a kill -9 there leaves the previous best beside the new one. Either way the resume
+    completes, and leaves one best and last.ckpt."""
     marker = tmp_path / "held"
     args = ["data=sine", *LONG, f"paths.data_dir={data_dir}"]  # val/loss: a new best most epochs
     process = subprocess.Popen(
@@ -230,24 +232,33 @@ def test_ctrl_c_between_the_best_and_the_last_checkpoint_takes_effect_after_both
         checkpoints = next((tmp_path / "logs").rglob("checkpoints"), checkpoints)
         now = {path.name for path in checkpoints.glob("best-*.ckpt")}
         if bests and now - bests:
-            break  # a new best written, the previous one deleted: last.ckpt still names it
+            break  # a new best written, the previous one to be deleted: last.ckpt still names it
         bests = now
         marker.unlink()  # on to the next hook
-    (best,) = now
-    process.send_signal(signal.SIGINT)
-    marker.unlink()
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted by SIGINT", err[-3000:]
+    (previous,), (best,) = bests, now - bests
+    assert now == {previous, best}  # the previous best is kept until last.ckpt is written
     run_dir = checkpoints.parent
-    record = read_record(run_dir)
-    assert record["status"] == "interrupted" and record["ended"], record
-    assert read_session_status(run_dir) == "STATUS_FAILURE"
-    assert sorted(path.name for path in checkpoints.iterdir()) == [best, "last.ckpt"]
+    if how == "SIGKILL":
+        process.kill()
+        process.communicate(timeout=120)
+        assert sorted(path.name for path in checkpoints.iterdir()) == sorted([previous, best, "last.ckpt"])
+    else:
+        process.send_signal(signal.SIGINT)
+        marker.unlink()
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130 and err.strip().splitlines()[-1] == "error: interrupted by SIGINT", err[-3000:]
+        record = read_record(run_dir)
+        assert record["status"] == "interrupted" and record["ended"], record
+        assert read_session_status(run_dir) == "STATUS_FAILURE"
+        assert sorted(path.name for path in checkpoints.iterdir()) == [best, "last.ckpt"]
 
-    more = f"trainer.max_epochs={record['epoch'] + 2}"
+    more = f"trainer.max_epochs={read_record(run_dir)['epoch'] + 2}"
     resumed = run_cli("train.py", f"ckpt_path={checkpoints / 'last.ckpt'}", more, root=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert read_record(run_dir)["status"] == "completed"
+    record = read_record(run_dir)
+    assert record["status"] == "completed"
+    files = sorted(path.name for path in checkpoints.iterdir())
+    assert files == [Path(record["checkpoints"]["best"]).name, "last.ckpt"], files  # no -v1 copy, nothing left
 
 
 def test_a_raising_run_is_failed_with_its_error(tmp_path, data_dir, monkeypatch):

@@ -7,7 +7,6 @@ import contextlib
 import errno
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -40,9 +39,13 @@ class StepCheckpoint(ModelCheckpoint):
     Lightning calls the checkpoint callbacks one after another. A signal between the best's save (which deletes
     the previous best) and last.ckpt's would leave a last.ckpt naming a deleted best, and the run could not be
     continued from it. The first StepCheckpoint of the trainer defers the signals; the last one ends the deferral.
+    A kill -9 cannot be deferred: so a file the step replaces is deleted only once every save of the step is
+    written. Killed between the saves, the run keeps the previous best that last.ckpt names; the resume trains
+    that epoch again and writes its best over the one left from the kill (``enable_version_counter: false``).
     """
 
     _deferral: contextlib.ExitStack | None = None
+    _removals: list[str] | None = None  # files the open step replaced, deleted when it ends (first callback's)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         with self._one_step(trainer):
@@ -56,29 +59,50 @@ class StepCheckpoint(ModelCheckpoint):
         self._end_step(trainer)
         super().on_exception(trainer, pl_module, exception)
 
+    def _remove_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        first = _first_step_checkpoint(trainer)
+        if first._removals is None:  # no step open (a save outside the epoch hooks): as Lightning does
+            super()._remove_checkpoint(trainer, filepath)
+        else:
+            first._removals.append(filepath)
+
     @contextlib.contextmanager
     def _one_step(self, trainer: pl.Trainer) -> Iterator[None]:
         group = [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, StepCheckpoint)]
         if self is group[0] and self._deferral is None:
             self._deferral = contextlib.ExitStack()
             self._deferral.enter_context(signals_deferred())
+            self._removals = []
         elif self is group[-1]:
             hold_for_test("checkpoints")
         try:
             yield
         except BaseException:
-            self._end_step(trainer)  # the step ends with the error; a signal it deferred takes effect after it
+            # the step ends with the error, its replaced files kept (a save may be missing: the last.ckpt on disk
+            # may name them); a signal it deferred takes effect after it
+            self._end_step(trainer, written=False)
             raise
         if self is group[-1]:
-            self._end_step(trainer)
+            self._end_step(trainer, written=True)
 
     @staticmethod
-    def _end_step(trainer: pl.Trainer) -> None:
-        """Ends the step's deferral (kept by the trainer's first StepCheckpoint): a signal deferred is raised now."""
-        first: Any = next((cb for cb in trainer.checkpoint_callbacks if isinstance(cb, StepCheckpoint)), None)
+    def _end_step(trainer: pl.Trainer, written: bool = False) -> None:
+        """Ends the step (kept by the trainer's first StepCheckpoint): once all its saves are ``written``, the files
+        they replaced are deleted; then a signal deferred is raised."""
+        first = _first_step_checkpoint(trainer)
+        removals, first._removals = first._removals or [], None
         deferral, first._deferral = first._deferral, None
-        if deferral is not None:
-            deferral.close()
+        try:
+            for filepath in removals if written else []:
+                ModelCheckpoint._remove_checkpoint(first, trainer, filepath)
+        finally:
+            if deferral is not None:
+                deferral.close()
+
+
+def _first_step_checkpoint(trainer: pl.Trainer) -> StepCheckpoint:
+    """The trainer's first StepCheckpoint: it keeps the step's deferral and the files to delete at its end."""
+    return next(cb for cb in trainer.checkpoint_callbacks if isinstance(cb, StepCheckpoint))
 
 
 class CheckpointsWritten(pl.Callback):
