@@ -212,8 +212,8 @@ def test_an_interrupted_run_says_so_and_can_be_continued(tmp_path, data_dir, sig
 def test_a_run_stopped_between_the_best_and_the_last_checkpoint_is_continued(tmp_path, data_dir, how):
     """Lightning saves the best, then last.ckpt. Stopped between the two in an epoch with a new best, last.ckpt still
     names the previous best, so that file must still be there: Ctrl-C takes effect after both saves (the previous
-    best deleted then), and a kill -9 there leaves the previous best beside the new one. Either way the resume
-    completes, and leaves one best and last.ckpt."""
+    best deleted then: the two files of any interrupted run), and a kill -9 there leaves the previous best beside
+    the new one, from which the resume completes, leaving one best and last.ckpt."""
     marker = tmp_path / "held"
     args = ["data=sine", *LONG, f"paths.data_dir={data_dir}"]  # val/loss: a new best most epochs
     process = subprocess.Popen(
@@ -251,6 +251,7 @@ def test_a_run_stopped_between_the_best_and_the_last_checkpoint_is_continued(tmp
         assert record["status"] == "interrupted" and record["ended"], record
         assert read_session_status(run_dir) == "STATUS_FAILURE"
         assert sorted(path.name for path in checkpoints.iterdir()) == [best, "last.ckpt"]
+        return  # the state of any interrupted run, which its resume continues (the tests above)
 
     more = f"trainer.max_epochs={read_record(run_dir)['epoch'] + 2}"
     resumed = run_cli("train.py", f"ckpt_path={checkpoints / 'last.ckpt'}", more, root=tmp_path)
