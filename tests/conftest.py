@@ -5,14 +5,21 @@ Helpers (the tiny budget, the CLI runner, TensorBoard readers) are in ``helpers.
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
-import pytest
-from omegaconf import DictConfig
+# Two pytest workers share 2 cores, and each runs commands beside its own (the document test two documents at
+# once, a test its command's processes): an OpenMP thread that spins while it waits for work holds a core another
+# process needs. Set before torch is loaded here, inherited by every command a test starts (measured: the
+# document test's commands take a fifth less CPU time; docs/development.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from helpers import TINY, compose_config
-from rnnlab.app.setup import register_resolvers
+import pytest  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from helpers import TINY, compose_config  # noqa: E402
+from rnnlab.app.setup import register_resolvers  # noqa: E402
 
 register_resolvers()
 
