@@ -68,7 +68,7 @@ class StepCheckpoint(ModelCheckpoint):
 
     @contextlib.contextmanager
     def _one_step(self, trainer: pl.Trainer) -> Iterator[None]:
-        group = [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, StepCheckpoint)]
+        group = _step_checkpoints(trainer)
         if self is group[0] and self._deferral is None:
             self._deferral = contextlib.ExitStack()
             self._deferral.enter_context(signals_deferred())
@@ -100,9 +100,14 @@ class StepCheckpoint(ModelCheckpoint):
                 deferral.close()
 
 
+def _step_checkpoints(trainer: pl.Trainer) -> list[StepCheckpoint]:
+    """The trainer's StepCheckpoints in the order Lightning calls them."""
+    return [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, StepCheckpoint)]
+
+
 def _first_step_checkpoint(trainer: pl.Trainer) -> StepCheckpoint:
     """The trainer's first StepCheckpoint: it keeps the step's deferral and the files to delete at its end."""
-    return next(cb for cb in trainer.checkpoint_callbacks if isinstance(cb, StepCheckpoint))
+    return _step_checkpoints(trainer)[0]
 
 
 class CheckpointsWritten(pl.Callback):
