@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -39,6 +40,8 @@ ON_CHECKOUT = re.compile(r"^make (lint|format|clean|test)\b")
 SERVERS = ("tensorboard", "optuna-dashboard")
 MAKE_VARIABLES = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR")
 TIMEOUT = 600  # make task-results: 18 tiny runs, one after another
+# Each case's test records (CPU s, wall s, where, command) under this name; tests/conftest.py lists the costliest.
+DOC_COST = "document_command_cost"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Result:
     seconds: float
     ran: list[str]  # the command lines actually run (after make -n and the placeholders)
     root: str
+    cpu: float = 0.0  # CPU seconds, this worker's and its finished child processes' (the cost on 2 cores)
 
     def failure(self, case: Case) -> str | None:
         return judge(case, self.rc, self.stdout, self.stderr, self.root)
@@ -92,13 +96,20 @@ def run_document(cases: list[Case], root: Path, data: Path | None, checkout: str
     results = {}
     done: dict = {}  # expanded command lines -> the result of the case that ran them (run_case)
     for case in cases:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds()
         try:
             ran, (rc, out, err) = run_case(case, root, Path(checkout), done)
         except Exception:  # the test's own failure (a placeholder it cannot fill): reported as the case's
             ran, (rc, out, err) = [case.text], (99, "", traceback.format_exc())
-        results[case.id] = Result(rc, out, err, time.perf_counter() - started, ran, str(root))
+        seconds = time.perf_counter() - started
+        results[case.id] = Result(rc, out, err, seconds, ran, str(root), cpu_seconds() - cpu)
     return results
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process and of its children that have ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_case(case: Case, root: Path, checkout: Path, done: dict) -> tuple[list[str], tuple[int, str, str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from doc_commands import ROOT, Case, cases, extract
-from doc_runner import run_documents
+from doc_runner import DOC_COST, run_documents
 
 pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.timeout(3600)]
 CASES = cases()
@@ -48,8 +48,9 @@ def results(request, tmp_path_factory, mnist1d_cache):
     "case",
     [pytest.param(case, marks=pytest.mark.skip(reason=case.skip) if case.skip else (), id=case.id) for case in CASES],
 )
-def test_documented_command(case: Case, results) -> None:
+def test_documented_command(case: Case, results, record_property) -> None:
     result = results[case.id]
+    record_property(DOC_COST, (round(result.cpu, 1), round(result.seconds, 1), case.locations[0], case.text))
     failure = result.failure(case)
     ran = "\n  ".join(result.ran)
     assert failure is None, f"{case.text}  ({', '.join(case.locations)})\nran:\n  {ran}\n{failure}"
@@ -85,6 +86,27 @@ def test_a_broken_or_changed_command_is_caught(tmp_path) -> None:
     appended = [Case(doc.name, c.text, [c.where], c.expected) for c in (broken, changed)]
     results = run_documents({doc.name: appended}, tmp_path / "scratch", None, workers=1)
     assert "exit 1" in results[appended[0].id].failure(appended[0])
+    assert results[appended[0].id].cpu > 0  # what the command cost, for the suite's summary (tests/conftest.py)
     assert "documented:" in results[appended[1].id].failure(appended[1])
     right = Case(doc.name, changed.text, ["x"], [changed.expected[0] + ", mean"])
     assert results[appended[1].id].failure(right) is None
+
+
+def test_the_summary_lists_the_costliest_document_commands_first() -> None:
+    """The end-of-run list (tests/conftest.py) reads the cost each case's test records, costliest first."""
+    from types import SimpleNamespace
+
+    from conftest import DOC_COSTS_SHOWN, pytest_terminal_summary
+
+    def report(cpu: float, where: str) -> SimpleNamespace:
+        return SimpleNamespace(when="call", user_properties=[(DOC_COST, [cpu, cpu / 2, where, f"make {where}"])])
+
+    lines: list[str] = []
+    reporter = SimpleNamespace(
+        stats={"passed": [report(float(n), f"a.md:{n}") for n in range(DOC_COSTS_SHOWN + 5)], "failed": []},
+        section=lambda title: lines.append(title),
+        write_line=lines.append,
+    )
+    pytest_terminal_summary(reporter)
+    assert lines[0].startswith("costliest document commands (190 s of CPU time in all)")
+    assert len(lines) == 1 + DOC_COSTS_SHOWN and "a.md:19" in lines[1] and "a.md:5" in lines[-1]
