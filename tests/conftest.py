@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from doc_runner import DOC_COST  # noqa: E402
+from doc_runner import costliest_commands  # noqa: E402
 from helpers import TINY, compose_config  # noqa: E402
 from rnnlab.app.setup import register_resolvers  # noqa: E402
 
@@ -59,24 +59,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests stay in order
 
 
-DOC_COSTS_SHOWN = 15
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
-    """The costliest document commands (tests/test_doc_commands.py runs them all in one fixture, so the
-    durations pytest prints show only the fixture): the ones to look at first when the document test is slow."""
-    costs = [
-        value
-        for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
-        for name, value in getattr(report, "user_properties", [])
-        if name == DOC_COST and report.when == "call"
-    ]
-    if not costs:
-        return
-    costs.sort(key=lambda cost: -cost[0])
-    terminalreporter.section(f"costliest document commands ({sum(c[0] for c in costs):.0f} s of CPU time in all)")
-    for cpu, wall, where, text in costs[:DOC_COSTS_SHOWN]:
-        terminalreporter.write_line(f"{cpu:6.1f} s CPU {wall:6.1f} s  {where}  {text[:100]}")
+    """After the document test, its costliest commands (its durations show only the fixture that runs them all)."""
+    lines = costliest_commands(terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []))
+    if lines:
+        terminalreporter.section(lines[0])
+        for line in lines[1:]:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -40,8 +40,10 @@ ON_CHECKOUT = re.compile(r"^make (lint|format|clean|test)\b")
 SERVERS = ("tensorboard", "optuna-dashboard")
 MAKE_VARIABLES = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR")
 TIMEOUT = 600  # make task-results: 18 tiny runs, one after another
-# Each case's test records (CPU s, wall s, where, command) under this name; tests/conftest.py lists the costliest.
+# Each case's test records (CPU s, wall s, where, command) under this name; the suite's summary lists the
+# costliest (costliest_commands).
 DOC_COST = "document_command_cost"
+COSTS_SHOWN = 15
 
 
 @dataclass
@@ -104,6 +106,21 @@ def run_document(cases: list[Case], root: Path, data: Path | None, checkout: str
         seconds = time.perf_counter() - started
         results[case.id] = Result(rc, out, err, seconds, ran, str(root), cpu_seconds() - cpu)
     return results
+
+
+def costliest_commands(reports: list) -> list[str]:
+    """A title and the ``COSTS_SHOWN`` costliest document commands of a run's test reports (none: [])."""
+    costs = [
+        value
+        for report in reports
+        if report.when == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == DOC_COST
+    ]
+    costs.sort(key=lambda cost: -cost[0])
+    lines = [f"{cpu:6.1f} s CPU {wall:6.1f} s  {where}  {text[:100]}" for cpu, wall, where, text in costs[:COSTS_SHOWN]]
+    total = sum(cost[0] for cost in costs)
+    return [f"costliest document commands ({total:.0f} s of CPU time in all)", *lines] if costs else []
 
 
 def cpu_seconds() -> float:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from doc_commands import ROOT, Case, cases, extract
-from doc_runner import DOC_COST, run_documents
+from doc_runner import COSTS_SHOWN, DOC_COST, costliest_commands, run_documents
 
 pytestmark = [pytest.mark.docs, pytest.mark.slow, pytest.mark.timeout(3600)]
 CASES = cases()
@@ -96,17 +96,11 @@ def test_the_summary_lists_the_costliest_document_commands_first() -> None:
     """The end-of-run list (tests/conftest.py) reads the cost each case's test records, costliest first."""
     from types import SimpleNamespace
 
-    from conftest import DOC_COSTS_SHOWN, pytest_terminal_summary
+    def report(cpu: float, where: str, when: str = "call") -> SimpleNamespace:
+        return SimpleNamespace(when=when, user_properties=[(DOC_COST, [cpu, cpu / 2, where, f"make {where}"])])
 
-    def report(cpu: float, where: str) -> SimpleNamespace:
-        return SimpleNamespace(when="call", user_properties=[(DOC_COST, [cpu, cpu / 2, where, f"make {where}"])])
-
-    lines: list[str] = []
-    reporter = SimpleNamespace(
-        stats={"passed": [report(float(n), f"a.md:{n}") for n in range(DOC_COSTS_SHOWN + 5)], "failed": []},
-        section=lambda title: lines.append(title),
-        write_line=lines.append,
-    )
-    pytest_terminal_summary(reporter)
-    assert lines[0].startswith("costliest document commands (190 s of CPU time in all)")
-    assert len(lines) == 1 + DOC_COSTS_SHOWN and "a.md:19" in lines[1] and "a.md:5" in lines[-1]
+    reports = [report(float(n), f"a.md:{n}") for n in range(COSTS_SHOWN + 5)] + [report(99.0, "b.md:1", "setup")]
+    lines = costliest_commands(reports)
+    assert lines[0] == "costliest document commands (190 s of CPU time in all)"
+    assert len(lines) == 1 + COSTS_SHOWN and "a.md:19  make a.md:19" in lines[1] and "a.md:5 " in lines[-1]
+    assert costliest_commands([SimpleNamespace(when="call", user_properties=[])]) == []
