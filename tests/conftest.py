@@ -18,7 +18,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from doc_runner import costliest_commands  # noqa: E402
 from helpers import TINY, compose_config  # noqa: E402
 from rnnlab.app.setup import register_resolvers  # noqa: E402
 
@@ -61,6 +60,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     """After the document test, its costliest commands (its durations show only the fixture that runs them all)."""
+    from doc_runner import costliest_commands  # here, not at start-up: it imports urllib, http and more
+
     lines = costliest_commands(terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", []))
     if lines:
         terminalreporter.section(lines[0])

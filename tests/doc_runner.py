@@ -54,7 +54,7 @@ class Result:
     seconds: float
     ran: list[str]  # the command lines actually run (after make -n and the placeholders)
     root: str
-    cpu: float = 0.0  # CPU seconds, this worker's and its finished child processes' (the cost on 2 cores)
+    cpu: float  # CPU seconds, this worker's and its finished child processes' (the cost on 2 cores)
 
     def failure(self, case: Case) -> str | None:
         return judge(case, self.rc, self.stdout, self.stderr, self.root)
