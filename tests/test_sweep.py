@@ -268,7 +268,7 @@ def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, dat
     # Two joblib workers, one long trial and three one-epoch ones: the short trials run one after another in the
     # other slot while the long one still trains. (Batch-synchronous launching would start trials 2 and 3 only
     # after trial 0, the slowest of the first batch, had ended.) The long one stops 3 epochs after the short ones
-    # have completed (tests/fixtures/pausing.py), 100 epochs at most.
+    # have completed (tests/fixtures/pausing.py), 1000 epochs at most (about 30 on a quiet machine).
     env = {**cli_env(tmp_path), "PYTHONPATH": str(FIXTURES)}  # joblib's workers import the callback too
     stop = ["+callbacks.stop._target_=pausing.StopOnceOthersEnd", "+callbacks.stop.run_dir=${paths.output_dir}"]
     result = run_main(
@@ -282,11 +282,11 @@ def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, dat
                 "hydra.launcher.n_jobs=2",
                 "hydra/sweeper/pruner=none",
                 "hydra.sweeper.n_trials=4",
-                "trainer.max_epochs=choice(1, 100)",
+                "trainer.max_epochs=choice(1, 1000)",
                 enqueue(
                     *(
                         {"trainer.max_epochs": epochs, "model.optimizer.lr": lr}  # distinct: enqueue skips duplicates
-                        for epochs, lr in [(100, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)]
+                        for epochs, lr in [(1000, 0.01), (1, 0.01), (1, 0.02), (1, 0.03)]
                     )
                 ),
             ),
@@ -297,7 +297,7 @@ def test_parallel_slots_take_the_next_trial_as_soon_as_theirs_ends(tmp_path, dat
     assert_ok(result)
     trials = load(sqlite_url(tmp_path)).trials
     assert states(load(sqlite_url(tmp_path))) == ["COMPLETE"] * 4
-    assert [t.params["trainer.max_epochs"] for t in trials] == [100, 1, 1, 1]
+    assert [t.params["trainer.max_epochs"] for t in trials] == [1000, 1, 1, 1]
     # Each short trial was asked for (so launched) while the long one trained; batch-synchronous launching would
     # ask for trials 2 and 3 only once trial 0 had ended. (Completion times are not compared: the sweep records a
     # trial complete when its worker hands back the result, which may come after the long trial's last epochs.)
