@@ -167,9 +167,10 @@ def expected_checkpoints(cfg: DictConfig) -> dict[str, bool]:
 
 
 def check_record(run_dir: Path) -> dict[str, Any]:
-    """A completed ``run.json`` in ``run_dir``; returns it."""
+    """A completed ``run.json`` of a run the tiny budget shrank (so its record says so); returns it."""
     record = json.loads((run_dir / RECORD_FILE).read_text())
     assert record["status"] == "completed", (record["status"], record.get("error"))
+    assert record["env"] == {budget.ENV: "tiny"}
     return record
 
 

@@ -307,6 +307,7 @@ def test_rnnlab_runs_lists_and_reruns_a_real_run_exactly(tmp_path, data_dir):
     assert run_cli("train.py", *args, root=tmp_path).returncode == 0
     (first,) = run_dirs(tmp_path)
     record = read_record(first)
+    assert record["env"] == {}  # no RNNLAB_BUDGET shrank it: the command alone recreates it
     env = cli_env(tmp_path)
 
     def runs(*words: str) -> subprocess.CompletedProcess:

@@ -60,7 +60,7 @@ def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 
 SCHEMA_1 = """schema id name kind dir task parent status error epoch command overrides cwd started ended duration_s
 heartbeat heartbeat_interval host pid slurm devices versions git params derived metrics checkpoints resumes tags note
-debug"""
+debug env"""  # env came last, after records were written without it (readers take its absence as {})
 
 
 def test_completed_record_holds_the_schema_and_leaves_no_temp_files(tmp_path):
@@ -679,6 +679,37 @@ def test_rerun_exec_runs_the_command_where_it_was_typed(tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr
     assert shlex.split(done.stdout) == ["python", "-u", "script.py", "x=1", "y='two words'"]
     assert (tmp_path / "ran.txt").read_text() == "x=1 y='two words'"
+
+
+def test_a_run_made_under_the_budget_says_so_and_reruns_under_it(tmp_path, runs, monkeypatch):
+    # RNNLAB_BUDGET=tiny shrank the run after its command was typed: the command alone would recreate a
+    # full-size run, so the record keeps the variable, and show, diff and rerun (printed and --exec) carry it.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "script.py").write_text(
+        "import os, pathlib; pathlib.Path('ran.txt').write_text(os.environ.get('RNNLAB_BUDGET', 'none'))\n"
+    )
+    record = start(
+        tmp_path / "logs" / "tiny",
+        command=["python3", "script.py", "x=1"],
+        overrides=["x=1"],
+        env={"RNNLAB_BUDGET": "tiny"},
+    )
+    record.finish("completed")
+    assert stored(record.dir)["env"] == {"RNNLAB_BUDGET": "tiny"}
+    assert "RNNLAB_BUDGET" not in ENV  # the rerun gets it from the record, not from here
+    done = cli("rerun", record.id[:8], "--exec", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "RNNLAB_BUDGET=tiny python script.py x=1"
+    assert (tmp_path / "ran.txt").read_text() == "tiny"
+    shown = cli("show", record.id[:8], cwd=tmp_path).stdout.splitlines()
+    assert ["env", "RNNLAB_BUDGET=tiny"] in [line.split() for line in shown]
+    lines = cli("diff", record.id[:8], runs["gru-builtin-h8"]["id"][:8], cwd=tmp_path).stdout.splitlines()
+    assert ["env", "RNNLAB_BUDGET=tiny", "-"] in [line.split() for line in lines]
+    # A run without it (every run made so far; records older than the field have none): nothing is added.
+    assert stored(Path(runs["gru-builtin-h8"]["dir"]))["env"] == {}
+    plain = cli("show", runs["gru-builtin-h8"]["id"][:8], cwd=tmp_path).stdout.splitlines()
+    assert ["env"] not in [line.split()[:1] for line in plain]
+    assert cli("rerun", runs["gru-builtin-h8"]["id"][:8], cwd=tmp_path).stdout.startswith("python src/train.py")
 
 
 def test_tag_and_note_edit_the_record(tmp_path, runs):

@@ -62,6 +62,13 @@ def active() -> str | None:
     return name
 
 
+def environment() -> dict[str, str]:
+    """The budget in force as the environment a run's record keeps (``rnnlab runs rerun`` sets it again); {}
+    without one."""
+    name = active()
+    return {ENV: name} if name else {}
+
+
 def capped(key: str, value: Any) -> Any:
     """``value`` of the count ``key`` (one of ``TINY_COUNTS``) under the active budget."""
     if active() is None or isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from rnnlab import budget
 from rnnlab.app.checkpoints import checkpoint_paths
 from rnnlab.app.hparams import HParamsSession, drop_empty_hparams_file, group_name, main_metrics, tensorboard_dirs
 from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, forget_reserved
@@ -125,6 +126,7 @@ def start_record(
         tags=run_tags(cfg),
         note=cfg.get("note"),
         debug=is_debug(cfg),
+        env=budget.environment(),
         cwd=SOURCE_ROOT,  # git describes the code that ran, wherever its outputs go
     )
 

@@ -53,6 +53,13 @@ def run_duration(record: Mapping[str, Any], now: datetime | None = None) -> str:
     return human_duration(record.get("duration_s"))
 
 
+def env_text(record: Mapping[str, Any]) -> str:
+    """The environment variables a run was made under, as a shell prefix (``RNNLAB_BUDGET=tiny``); "" for none."""
+    import shlex
+
+    return " ".join(f"{key}={shlex.quote(str(value))}" for key, value in (record.get("env") or {}).items())
+
+
 def value_text(value: Any) -> str:
     return "-" if value is None else as_text(value)
 

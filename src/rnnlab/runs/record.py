@@ -91,13 +91,14 @@ class RunRecord:
         tags: Iterable[str] = (),
         note: str | None = None,
         debug: bool = False,
+        env: Mapping[str, str] | None = None,
         devices: Iterable[str] = (),
         cwd: str | Path | None = None,
         heartbeat_interval: float = 30.0,
     ) -> RunRecord:
         """Write ``<run_dir>/run.json`` (status running) and, for a dirty checkout, ``git.patch``; start the
-        heartbeat. ``cwd`` is where git is asked (default: the current directory, which is also recorded as
-        the directory the command was run from)."""
+        heartbeat. ``cwd``: where git is asked (default: the current directory, also recorded as where the command
+        ran). ``env``: the variables that shaped the run beside its command (``rnnlab runs rerun`` sets them)."""
         _check_start(kind, heartbeat_interval)
         import uuid  # lazily, like every writer-only module: listing runs starts faster
 
@@ -131,6 +132,7 @@ class RunRecord:
             tags=[str(tag) for tag in tags],
             note=str(note or ""),
             debug=bool(debug),
+            env={str(key): str(value) for key, value in (env or {}).items()},
             **session,
         )
         return cls._begin(run_dir, data, heartbeat_interval, set(data))

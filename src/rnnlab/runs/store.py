@@ -30,6 +30,7 @@ FIELDS = (
     *("schema", "id", "name", "kind", "dir", "task", "parent", "status", "error", "epoch", "command", "overrides"),
     *("cwd", "started", "ended", "duration_s", "heartbeat", "heartbeat_interval", "host", "pid", "slurm"),
     *("devices", "versions", "git", "params", "derived", "metrics", "checkpoints", "resumes", "tags", "note", "debug"),
+    "env",
 )
 RECORD_FILE = "run.json"
 LOCK_FILE = ".run.json.lock"

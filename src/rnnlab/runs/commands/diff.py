@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rnnlab.runs.formatting import console, local_time, metric_text, run_duration, value_text
+from rnnlab.runs.formatting import console, env_text, local_time, metric_text, run_duration, value_text
 from rnnlab.runs.query import metric_names, resolve_run, short_id
 from rnnlab.runs.settings import record_settings
 from rnnlab.runs.store import find_records
@@ -34,6 +34,8 @@ def diff_table(first: dict[str, Any], second: dict[str, Any]):
         ("git", git_text),
     ):
         table.add_row(label, get(first), get(second))
+    if first.get("env") or second.get("env"):  # RNNLAB_BUDGET=tiny shrank one
+        table.add_row("env", env_text(first) or "-", env_text(second) or "-")
     # The curated settings: no plumbing, paths (each run's own directory) or copies (run_name, shuffle_seed).
     params_a, params_b = record_settings(first), record_settings(second)
     differing = [k for k in sorted(set(params_a) | set(params_b)) if params_a.get(k, ...) != params_b.get(k, ...)]

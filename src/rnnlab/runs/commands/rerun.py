@@ -1,15 +1,17 @@
-"""``rnnlab runs rerun RUN [--exec]``: the command that recreates a run, with a warning where the checkout
-differs from the run's."""
+"""``rnnlab runs rerun RUN [--exec]``: the command that recreates a run (under the environment variables its
+record keeps, such as ``RNNLAB_BUDGET``), with a warning where the checkout differs from the run's."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rnnlab.runs.environment import git_state
+from rnnlab.runs.formatting import env_text
 from rnnlab.runs.query import QueryError, default_roots, resolve_run, short_id
 from rnnlab.runs.store import PATCH_FILE
 from rnnlab.runs.subcommand import Subcommand, add_roots, roots_of
@@ -80,10 +82,11 @@ class Rerun(Subcommand):
         warning = git_warning(record, cwd)
         if warning:
             print(warning, file=sys.stderr)
-        print(shlex.join(shown))
+        print(" ".join(filter(None, [env_text(record), shlex.join(shown)])))
         if not args.exec:
             return 0
         if Path(command[0]).name.startswith("python"):
             command[0] = sys.executable
         sys.stdout.flush()
-        return subprocess.run(command, cwd=cwd).returncode
+        env = {**os.environ, **(record.get("env") or {})}
+        return subprocess.run(command, cwd=cwd, env=env).returncode

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rnnlab.runs.formatting import local_time, metric_text, value_text
+from rnnlab.runs.formatting import env_text, local_time, metric_text, value_text
 from rnnlab.runs.query import resolve_run
 from rnnlab.runs.subcommand import Subcommand, add_roots, roots_of
 
@@ -37,6 +37,8 @@ def record_lines(record: dict[str, Any]) -> list[str]:
         if git.get("patch"):
             dirty += f", changes in {Path(record['dir']) / git['patch']}"
         lines.append(f"{'git':<12}{git.get('commit')} ({dirty})")
+    if record.get("env"):
+        lines.append(f"{'env':<12}{env_text(record)}")
     if record.get("command"):
         lines.append(f"{'command':<12}{shlex.join(record['command'])}")
         lines.append(f"{'overrides':<12}{shlex.join(record.get('overrides') or [])}")
