@@ -40,6 +40,13 @@ BAD_TRAINING_VALUES = [
     (["data.eval_batch_size=0"], ["data.eval_batch_size=0", "positive integer"]),
     (["++data.shift=2"], ["data.shift is not an argument of MNIST1DDataModule", "allowed: data_dir"]),
     (["model=base/recurrent"], ["model.cell is required", "give model.cell=<value>"]),  # a base with no cell
+    # Lightning: a traceback from its clipping at the first step; a negative value turned clipping off unsaid
+    (["trainer.gradient_clip_val=nan"], ["trainer.gradient_clip_val=nan", "a finite number >= 0, or null"]),
+    (["trainer.gradient_clip_val=-1"], ["trainer.gradient_clip_val=-1", "a finite number >= 0, or null"]),
+    (["trainer.check_val_every_n_epoch=0"], ["trainer.check_val_every_n_epoch=0", "an integer >= 1"]),  # 0 divides
+    (["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps=0", "an integer >= 1"]),
+    (["trainer.devices=0"], ["trainer.devices=0", "-1 for every device, 'auto', or a list of device indices"]),
+    (["trainer.devices=abc"], ["trainer.devices='abc'", "-1 for every device"]),
 ]
 
 
@@ -57,6 +64,22 @@ def refused_training(tmp_path_factory) -> list[tuple[object, Path]]:
 def test_a_bad_training_value_is_one_line_and_writes_nothing(refused_training, row):
     result, root = refused_training[row]
     assert_refused(result, root, {}, *BAD_TRAINING_VALUES[row][1])
+
+
+@pytest.mark.parametrize("devices", [1, 2, -1, "auto", "1", "-1", "0,1", "0,", [0], [0, 1]])
+def test_every_form_lightning_takes_for_devices_is_allowed(devices):
+    from rnnlab.app.validate import check_devices
+
+    check_devices(devices)
+
+
+@pytest.mark.parametrize("devices", [0, -2, "0", "", "abc", "0,a", [], [-1], [True], True, 1.5, None])
+def test_a_device_count_or_list_lightning_would_refuse_is_one_line(devices):
+    from rnnlab.app.validate import check_devices
+    from rnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^trainer\.devices=.* is not allowed; must be an integer >= 1, -1"):
+        check_devices(devices)
 
 
 def test_a_comparison_of_zero_seeds_is_refused(tmp_path):

@@ -45,18 +45,23 @@ def check_number(
     low: float | None = None,
     low_inclusive: bool = False,
     high: float | None = None,
+    allowed: str | None = None,
 ) -> None:
-    """Raise ``ConfigError`` unless ``value`` is a finite number (an integer) in the given range."""
+    """Raise ``ConfigError`` unless ``value`` is a finite number (an integer) in the given range; ``allowed``,
+    where given, is what every refusal says is allowed (``"an integer >= 1, or null"``)."""
+
+    def refuse(must: str) -> ConfigError:
+        return ConfigError(f"{key}={value!r} is not allowed; must be {allowed or must}")
+
     ok_type = isinstance(value, int) if integer else isinstance(value, Real)
     if isinstance(value, bool) or not ok_type:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{key}={value!r} is not allowed; must be {kind}")
+        raise refuse("an integer" if integer else "a number")
     if isinstance(value, float) and not math.isfinite(value):  # inf trains to NaN, NaN fails inside torch
-        raise ConfigError(f"{key}={value!r} is not allowed; must be a finite number")
+        raise refuse("a finite number")
     if low is not None and (value < low or (value == low and not low_inclusive)):
-        raise ConfigError(f"{key}={value!r} is not allowed; must be {'>=' if low_inclusive else '>'} {low}")
+        raise refuse(f"{'>=' if low_inclusive else '>'} {low}")
     if high is not None and value >= high:
-        raise ConfigError(f"{key}={value!r} is not allowed; must be < {high}")
+        raise refuse(f"< {high}")
 
 
 def metric_not_logged(name: str, logged: Iterable[str], key: str = "optimized_metric") -> ConfigError:

@@ -25,22 +25,22 @@ SEEDS = 2**32  # numpy's seeds (seed_everything seeds numpy too): 0 .. 2**32 - 1
 
 
 TEST_CHECKPOINTS = ("best", "last")  # what train.py tests after fitting (conf/train.yaml test_ckpt)
+# The trainer's step and epoch intervals (conf/trainer/default.yaml) -> what is allowed.
+TRAINER_INTERVALS = {
+    "check_val_every_n_epoch": "an integer >= 1 (validate every that many epochs), or null",
+    "log_every_n_steps": "an integer >= 1, or null for Lightning's 50",
+}
+DEVICES = "an integer >= 1, -1 for every device, 'auto', or a list of device indices such as [0,1]"
 
 
 def check_common(cfg: DictConfig) -> None:
     """``seed`` and ``threads``, which every command has."""
     if "seed" in cfg:
-        try:
-            check_number("seed", cfg.seed, integer=True, low=0, low_inclusive=True, high=SEEDS)
-        except ConfigError:
-            raise ConfigError(f"seed={cfg.seed!r} is not allowed; must be an integer in 0..{SEEDS - 1}") from None
+        allowed = f"an integer in 0..{SEEDS - 1}"
+        check_number("seed", cfg.seed, integer=True, low=0, low_inclusive=True, high=SEEDS, allowed=allowed)
     if cfg.get("threads") is not None:
-        try:
-            check_number("threads", cfg.threads, integer=True, low=1, low_inclusive=True)
-        except ConfigError:
-            raise ConfigError(
-                f"threads={cfg.threads!r} is not allowed; must be an integer >= 1, or null for every core"
-            ) from None
+        allowed = "an integer >= 1, or null for every core"
+        check_number("threads", cfg.threads, integer=True, low=1, low_inclusive=True, allowed=allowed)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -92,8 +92,16 @@ def check_data(data: DictConfig) -> None:
 
 
 def check_trainer(trainer: DictConfig) -> None:
-    """One-line errors for a trainer config that Lightning would reject with a traceback (or worse, later)."""
+    """One-line errors for a trainer config that Lightning would reject with a traceback (or worse, later: a
+    zero interval divides by zero at the first step, a negative clip value turns clipping off unsaid)."""
     check_one_of("trainer.precision", str(trainer.get("precision", 32)), PRECISIONS)
+    for key, allowed in TRAINER_INTERVALS.items():
+        if trainer.get(key) is not None:
+            check_number(f"trainer.{key}", trainer[key], integer=True, low=1, low_inclusive=True, allowed=allowed)
+    if trainer.get("gradient_clip_val") is not None:
+        allowed = "a finite number >= 0, or null for no clipping"
+        check_number("trainer.gradient_clip_val", trainer.gradient_clip_val, low=0, low_inclusive=True, allowed=allowed)
+    check_devices(trainer.get("devices", "auto"))
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in GPU_ACCELERATORS and not gpu_available(accelerator):
         import torch
@@ -103,6 +111,25 @@ def check_trainer(trainer: DictConfig) -> None:
             f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
             "use trainer=cpu, trainer=default (any device) or trainer=ddp_sim"
         )
+
+
+def check_devices(devices: Any) -> None:
+    """``trainer.devices`` as Lightning takes it: a count, -1, ``auto``, or indices (a list, or "0,1")."""
+    if OmegaConf.is_list(devices):
+        devices = list(devices)
+    if isinstance(devices, str):
+        text = devices.strip()
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if "," in text:  # indices
+            ok = bool(parts) and all(part.isdigit() for part in parts)
+        else:  # a count
+            ok = text in ("auto", "-1") or (text.isdigit() and int(text) >= 1)
+    elif isinstance(devices, list):
+        ok = bool(devices) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    else:
+        ok = isinstance(devices, int) and not isinstance(devices, bool) and (devices == -1 or devices >= 1)
+    if not ok:
+        raise ConfigError(f"trainer.devices={devices!r} is not allowed; must be {DEVICES}")
 
 
 def check_checkpoint(key: str, ckpt_path: str) -> tuple[dict, DictConfig]:
