@@ -47,6 +47,18 @@ BAD_TRAINING_VALUES = [
     (["trainer.log_every_n_steps=0"], ["trainer.log_every_n_steps=0", "an integer >= 1"]),
     (["trainer.devices=0"], ["trainer.devices=0", "-1 for every device, 'auto', or a list of device indices"]),
     (["trainer.devices=abc"], ["trainer.devices='abc'", "-1 for every device"]),
+    (["trainer.deterministic=maybe"], ["trainer.deterministic='maybe'", "must be true, false, 'warn' or null"]),
+    (["trainer.enable_progress_bar=maybe"], ["trainer.enable_progress_bar='maybe'", "must be true or false"]),
+    # a truthy string: a traceback from inside the LSTM (bidirectional), or taken as true
+    (["model.bidirectional=maybe"], ["model.bidirectional='maybe'", "must be true or false"]),
+    (["model.compile=maybe"], ["model.compile='maybe'", "must be true or false"]),
+    (["model.optimizer.fused=maybe"], ["model.optimizer.fused='maybe'", "must be true, false or null"]),
+    # trained to NaN without a word
+    (["model.forget_bias=nan"], ["model.forget_bias=nan", "a finite number, or null"]),
+    (["data.augment.scale=nan"], ["data.augment.scale=nan", "a finite non-negative number"]),
+    (["data.augment.noise=inf"], ["data.augment.noise=inf", "a finite non-negative number"]),
+    (["model.scheduler.pct_start=1.5"], ["model.scheduler.pct_start=1.5", "a number in 0..1"]),  # was moved unsaid
+    (["optimized_mode=up"], ["optimized_mode='up'", "allowed: max, min"]),  # a 77-line traceback
 ]
 
 

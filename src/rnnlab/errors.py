@@ -45,6 +45,7 @@ def check_number(
     low: float | None = None,
     low_inclusive: bool = False,
     high: float | None = None,
+    high_inclusive: bool = False,
     allowed: str | None = None,
 ) -> None:
     """Raise ``ConfigError`` unless ``value`` is a finite number (an integer) in the given range; ``allowed``,
@@ -60,8 +61,16 @@ def check_number(
         raise refuse("a finite number")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         raise refuse(f"{'>=' if low_inclusive else '>'} {low}")
-    if high is not None and value >= high:
-        raise refuse(f"< {high}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        raise refuse(f"{'<=' if high_inclusive else '<'} {high}")
+
+
+def check_flag(key: str, value: Any, *also: Any) -> None:
+    """Raise ``ConfigError`` unless ``value`` is true or false (or one of ``also``): a string such as ``maybe``
+    would otherwise count as true."""
+    if not isinstance(value, bool) and value not in also:
+        options = ["true", "false", *("null" if other is None else repr(other) for other in also)]
+        raise ConfigError(f"{key}={value!r} is not allowed; must be {', '.join(options[:-1])} or {options[-1]}")
 
 
 def metric_not_logged(name: str, logged: Iterable[str], key: str = "optimized_metric") -> ConfigError:

@@ -18,13 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnlab.app.rundirs import RUN_CONFIG, VOCABULARY, load_run_config, run_dir_of_checkpoint
 from rnnlab.devices import GPU_ACCELERATORS, gpu_available
-from rnnlab.errors import ConfigError, check_number, check_one_of, first_line
+from rnnlab.errors import ConfigError, check_flag, check_number, check_one_of, first_line
 
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 SEEDS = 2**32  # numpy's seeds (seed_everything seeds numpy too): 0 .. 2**32 - 1
 
 
 TEST_CHECKPOINTS = ("best", "last")  # what train.py tests after fitting (conf/train.yaml test_ckpt)
+OPTIMIZED_MODES = ("max", "min")  # the best checkpoint's and early stopping's direction (conf/data/*.yaml)
 # The trainer's step and epoch intervals (conf/trainer/default.yaml) -> what is allowed.
 TRAINER_INTERVALS = {
     "check_val_every_n_epoch": "an integer >= 1 (validate every that many epochs), or null",
@@ -60,6 +61,8 @@ def validate(cfg: DictConfig) -> None:
     check_number("data.batch_size", cfg.data.batch_size, integer=True, low=0)
     check_number("trainer.max_epochs", cfg.trainer.max_epochs, integer=True, low=0)
     check_one_of("test_ckpt", cfg.get("test_ckpt", "best"), TEST_CHECKPOINTS)
+    check_one_of("optimized_mode", cfg.get("optimized_mode", "max"), OPTIMIZED_MODES)
+    check_model_options(model)
 
     from rnnlab.cells import CELLS, ENCODERS
     from rnnlab.models import READOUTS
@@ -69,6 +72,28 @@ def validate(cfg: DictConfig) -> None:
     check_one_of("model.readout", model.readout, READOUTS.names())
     check_trainer(cfg.trainer)
     check_data(cfg.data)
+
+
+def check_model_options(model: DictConfig) -> None:
+    """The model's flags and the numbers that would train to NaN or be silently moved."""
+    for key in ("bidirectional", "compile"):
+        check_flag(f"model.{key}", model.get(key, False))
+    if model.optimizer.get("fused") is not None:
+        check_flag("model.optimizer.fused", model.optimizer.fused, None)
+    if model.get("forget_bias") is not None:
+        check_number("model.forget_bias", model.forget_bias, allowed="a finite number, or null for the cell's own")
+    scheduler = model.get("scheduler")
+    if scheduler is not None and scheduler.get("pct_start") is not None:  # one-cycle's warm-up share
+        allowed = "a number in 0..1 (the share of the steps spent warming up)"
+        check_number(
+            "model.scheduler.pct_start",
+            scheduler.pct_start,
+            low=0,
+            low_inclusive=True,
+            high=1,
+            high_inclusive=True,
+            allowed=allowed,
+        )
 
 
 def check_data(data: DictConfig) -> None:
@@ -95,6 +120,9 @@ def check_trainer(trainer: DictConfig) -> None:
     """One-line errors for a trainer config that Lightning would reject with a traceback (or worse, later: a
     zero interval divides by zero at the first step, a negative clip value turns clipping off unsaid)."""
     check_one_of("trainer.precision", str(trainer.get("precision", 32)), PRECISIONS)
+    for key in ("enable_progress_bar", "enable_model_summary"):
+        check_flag(f"trainer.{key}", trainer.get(key, True))
+    check_flag("trainer.deterministic", trainer.get("deterministic", False), "warn", None)
     for key, allowed in TRAINER_INTERVALS.items():
         if trainer.get(key) is not None:
             check_number(f"trainer.{key}", trainer[key], integer=True, low=1, low_inclusive=True, allowed=allowed)

@@ -6,6 +6,7 @@ dilation, scaling, shear, noise), so an augmented sample looks like one more dra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
@@ -37,8 +38,9 @@ class SeriesAugment:
             raise ValueError(f"data.augment.stretch={self.stretch!r} is not allowed; must be < 1")
         for name, value in asdict(self).items():
             integer = name == "shift"
-            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < 0:
-                kind = "a non-negative integer" if integer else "a non-negative number"
+            number = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+            if not number or not math.isfinite(value) or value < 0:  # NaN trains to NaN, inf as well
+                kind = "a non-negative integer" if integer else "a finite non-negative number"
                 raise ValueError(f"data.augment.{name}={value!r} is not allowed; must be {kind}")
 
     @classmethod
