@@ -110,6 +110,18 @@ def test_sigterm_records_the_running_trial_lost_and_queues_it_once(tmp_path):
     assert trials[1].user_attrs["retry_of"] == 0
 
 
+def test_a_sigterm_python_swallows_in_a_finalizer_still_ends_the_sweep_at_once(tmp_path):
+    # CI once: the handler ran inside a garbage-collection callback of SQLAlchemy's, Python printed "Exception
+    # ignored" and dropped the interruption, and the sweep went on with its 60-second trial.
+    started = time.monotonic()
+    result = run_app(SPHERE, *SPHERE_ARGS, "sigterm_in_finalizer=true", cwd=tmp_path, timeout=90, SPHERE_PAUSE="60")
+    assert result.returncode == 143 and time.monotonic() - started < 45, result.stderr[-3000:]  # not the 60 s
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]  # nothing ignored
+    assert result.stderr.strip().startswith("error: sweep interrupted by SIGTERM")
+    storage = f"sqlite:///{tmp_path}/multirun/optuna.db"
+    assert [t.state for t in by_number(storage, "sphere")] == [TrialState.FAIL, TrialState.WAITING]
+
+
 def test_after_sigkill_the_next_sweep_fails_the_dead_trial_at_once_and_ends_with_n_trials_results(tmp_path):
     process = start_app(SPHERE, *SPHERE_ARGS, cwd=tmp_path, SPHERE_PAUSE="60")
     storage = f"sqlite:///{tmp_path}/multirun/optuna.db"

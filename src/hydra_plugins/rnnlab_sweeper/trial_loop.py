@@ -85,10 +85,13 @@ class TrialLoop:
         self.signal: signal.Signals | None = None
         self.signalled = threading.Event()  # set with ``signal``: trial slots wait on it
         self.shield = 0  # > 0 while the main thread is in a section a signal must not cut (``shielded``)
+        self.redeliver = False  # the Interrupted raised for ``signal`` was swallowed: raise it again (on_unraisable)
+        self.looping = False
 
     def run(self) -> list[Outcome]:
         """The outcomes of this run's trials; SIGINT/SIGTERM end the command (``SystemExit``)."""
         previous = {sig: signal.signal(sig, self.on_signal) for sig in EXIT_CODES}
+        previous_hook, sys.unraisablehook, self.looping = sys.unraisablehook, self.on_unraisable, True
         # Hydra's "Launching 1 jobs locally" + overrides per trial, Lightning's "GPU available" and seeds: the
         # progress lines say what matters (a trial's train.log keeps its own lines).
         quiet = [logging.getLogger(name) for name in QUIET_LOGGERS]
@@ -110,6 +113,8 @@ class TrialLoop:
         finally:
             for logger, level in zip(quiet, levels):
                 logger.setLevel(level)
+            self.looping = False
+            sys.unraisablehook = previous_hook
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.heartbeats.close()
@@ -143,10 +148,28 @@ class TrialLoop:
         if self.signal is None:
             self.signal = signal.Signals(signum)
             self.signalled.set()
-            for sig in EXIT_CODES:  # a second Ctrl-C must not cut the recording short
-                signal.signal(sig, signal.SIG_IGN)
-            if self.shield == 0:  # else raised as the shielded section ends
-                raise Interrupted()
+        elif not self.redeliver:
+            return  # a second Ctrl-C must not cut the recording short
+        self.redeliver = False
+        if self.shield == 0:  # else raised as the shielded section ends
+            raise Interrupted()
+
+    def on_unraisable(self, unraisable: Any) -> None:
+        """``sys.unraisablehook`` while the loop runs. Python swallows an exception raised in a finalizer or a
+        callback from C (CI once: a garbage-collection callback of SQLAlchemy's), printing "Exception ignored":
+        an Interrupted raised there would be lost, and the sweep would go on until its trial ended. The signal is
+        sent to the main thread again a moment later, from another thread (raised in this hook, it would be
+        swallowed again; a real signal also wakes a main thread blocked in a sleep or a wait), and its handler
+        raises it in the code the finalizer interrupted. Other errors go to Python's hook."""
+        if isinstance(unraisable.exc_value, Interrupted) and self.signal is not None:
+            self.redeliver = True
+            threading.Timer(0.05, self.interrupt_again).start()
+        else:
+            sys.__unraisablehook__(unraisable)
+
+    def interrupt_again(self) -> None:
+        if self.looping and self.redeliver and self.signal is not None:
+            signal.pthread_kill(threading.main_thread().ident or 0, self.signal)
 
     @contextmanager
     def shielded(self):
